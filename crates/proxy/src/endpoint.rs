@@ -1,0 +1,304 @@
+//! An endpoint is one instance of a revision as the data path sees it: its
+//! address, its in-flight count, and a pool of upstream connections. Endpoint
+//! objects outlive routing snapshots (see [`crate::EndpointRegistry`]), so
+//! counters and pooled connections survive configuration changes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::body::UpstreamRequestBody;
+
+/// Connections idle longer than this are not reused: they are closed before a
+/// typical app's keep-alive timeout would close them under our feet (Node's
+/// is 5 s, gunicorn's 2 s).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(1900);
+const POOL_MAX_IDLE: usize = 512;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// `namespace/revision` (for logs and error bodies).
+    pub revision: Arc<str>,
+    pub instance: u64,
+    h2c: bool,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// Set when the instance leaves: no new requests, pooled conns dropped.
+    retired: AtomicBool,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<UpstreamRequestBody>>>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<UpstreamRequestBody>,
+    since: Instant,
+}
+
+/// Why a request did not get a response from this endpoint.
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing was written upstream: the request is handed back, retrying it
+    /// anywhere is safe.
+    NotSent {
+        request: Box<Request<UpstreamRequestBody>>,
+        reason: String,
+    },
+    /// The request was (possibly) written, then the exchange failed before a
+    /// response head arrived. `reused`: it went out on a pooled connection.
+    Failed { reason: String, reused: bool },
+}
+
+/// Holds an in-flight slot on the endpoint (and, for HTTP/1, the connection)
+/// until the response body ends.
+pub struct Lease {
+    endpoint: Arc<Endpoint>,
+    sender: Option<http1::SendRequest<UpstreamRequestBody>>,
+}
+
+impl Lease {
+    /// The response body ended (`clean`) or was abandoned/failed.
+    pub fn finish(mut self, clean: bool) {
+        if clean && let Some(sender) = self.sender.take() {
+            self.endpoint.check_in(sender);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr, revision: Arc<str>, instance: u64, h2c: bool) -> Endpoint {
+        Endpoint {
+            addr,
+            revision,
+            instance,
+            h2c,
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Stop reusing connections to this endpoint (its instance is leaving).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.idle.lock().expect("pool lock").clear();
+        self.h2.lock().expect("h2 lock").take();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    fn check_in(&self, sender: http1::SendRequest<UpstreamRequestBody>) {
+        if self.is_retired() || sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// The most recently used live connection, dropping stale ones.
+    fn check_out(&self) -> Option<http1::SendRequest<UpstreamRequestBody>> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        while let Some(c) = idle.pop() {
+            if c.since.elapsed() < POOL_IDLE_TIMEOUT && !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Send `request` to this endpoint. On success the response comes with a
+    /// lease to keep until its body ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request<UpstreamRequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut lease = Lease {
+            endpoint: self.clone(),
+            sender: None,
+        };
+        let result = if self.h2c {
+            self.send_h2(request).await
+        } else {
+            self.send_h1(request).await.map(|(resp, sender)| {
+                lease.sender = Some(sender);
+                resp
+            })
+        };
+        result.map(|resp| (resp, lease))
+    }
+
+    async fn send_h1(
+        &self,
+        mut request: Request<UpstreamRequestBody>,
+    ) -> Result<(Response<Incoming>, http1::SendRequest<UpstreamRequestBody>), SendError> {
+        while let Some(mut sender) = self.check_out() {
+            match sender.try_send_request(request).await {
+                Ok(resp) => return Ok((resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    // The connection died before our request went out.
+                    Some(r) => request = r,
+                    None => {
+                        return Err(SendError::Failed {
+                            reason: e.into_error().to_string(),
+                            reused: true,
+                        });
+                    }
+                },
+            }
+        }
+        let io = match self.connect().await {
+            Ok(io) => io,
+            Err(reason) => {
+                return Err(SendError::NotSent {
+                    request: Box::new(request),
+                    reason,
+                });
+            }
+        };
+        let (mut sender, conn) = match http1::Builder::new().handshake(io).await {
+            Ok(x) => x,
+            Err(e) => {
+                return Err(SendError::NotSent {
+                    request: Box::new(request),
+                    reason: format!("HTTP/1.1 handshake with {}: {e}", self.addr),
+                });
+            }
+        };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        match sender.try_send_request(request).await {
+            Ok(resp) => Ok((resp, sender)),
+            Err(mut e) => match e.take_message() {
+                Some(request) => Err(SendError::NotSent {
+                    request: Box::new(request),
+                    reason: e.into_error().to_string(),
+                }),
+                None => Err(SendError::Failed {
+                    reason: e.into_error().to_string(),
+                    reused: false,
+                }),
+            },
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        mut request: Request<UpstreamRequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        // HTTP/2 carries scheme and authority in the request line.
+        *request.version_mut() = http::Version::HTTP_2;
+        let authority = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Ok(uri) = format!("http://{authority}{path}").parse() {
+            *request.uri_mut() = uri;
+        }
+        request.headers_mut().remove(http::header::HOST);
+        let existing = self
+            .h2
+            .lock()
+            .expect("h2 lock")
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned();
+        let (mut sender, reused) = match existing {
+            Some(s) => (s, true),
+            None => {
+                let io = match self.connect().await {
+                    Ok(io) => io,
+                    Err(reason) => {
+                        return Err(SendError::NotSent {
+                            request: Box::new(request),
+                            reason,
+                        });
+                    }
+                };
+                let (sender, conn) = match http2::Builder::new(TokioExecutor::new())
+                    .handshake(io)
+                    .await
+                {
+                    Ok(x) => x,
+                    Err(e) => {
+                        return Err(SendError::NotSent {
+                            request: Box::new(request),
+                            reason: format!("h2c handshake with {}: {e}", self.addr),
+                        });
+                    }
+                };
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                *self.h2.lock().expect("h2 lock") = Some(sender.clone());
+                (sender, false)
+            }
+        };
+        match sender.try_send_request(request).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(request) => Err(SendError::NotSent {
+                    request: Box::new(request),
+                    reason: e.into_error().to_string(),
+                }),
+                None => Err(SendError::Failed {
+                    reason: e.into_error().to_string(),
+                    reused,
+                }),
+            },
+        }
+    }
+
+    async fn connect(&self) -> Result<TokioIo<TcpStream>, String> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(TokioIo::new(s))
+            }
+            Ok(Err(e)) => Err(format!("connect to {}: {e}", self.addr)),
+            Err(_) => Err(format!(
+                "connect to {}: timed out after {:?}",
+                self.addr, CONNECT_TIMEOUT
+            )),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Skiff's data plane. The controller builds an immutable [`RoutingTable`]
+//! and publishes it with [`Gateway::publish`]; listeners look up every request
+//! in the current table (an atomic pointer load, no lock), pick a revision by
+//! weight and an instance, and forward. Every request gets an HTTP response:
+//! a safe retry, or a local reply that says which hop failed and why, with an
+//! Envoy-style response flag in `x-skiff-flags`.
+
+mod body;
+mod endpoint;
+mod forward;
+mod headers;
+mod registry;
+pub mod reply;
+mod server;
+mod split;
+mod table;
+
+pub use body::{ProxyBody, UpstreamRequestBody};
+pub use endpoint::{Endpoint, Lease, SendError};
+pub use registry::{EndpointKey, EndpointRegistry};
+pub use server::{Gateway, ListenerScope, serve};
+pub use split::Split;
+pub use table::{Backend, HostRoute, RoutingTable, TableBuilder};

@@ -1,0 +1,152 @@
+//! `skiff apply -f FILE|DIR|-`
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use http::Method;
+use serde_json::Value;
+use skiff_api::parse::{self, Document};
+
+use super::{ApplyArgs, Output, to_yaml};
+use crate::client::{Client, ServerError};
+
+/// Every manifest the arguments name: (display name, text). Directories give
+/// their `.yaml`, `.yml` and `.json` files in name order.
+fn sources(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            out.push(("<stdin>".to_string(), text));
+            continue;
+        }
+        let path = Path::new(a);
+        if path.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(path)?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                })
+                .collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+                out.push((f.display().to_string(), text));
+            }
+        } else {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {a}: {e}"))?;
+            out.push((a.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+fn identity(d: &Document) -> String {
+    let m = &d.object.metadata;
+    let name = if m.name.is_empty() {
+        m.generate_name
+            .clone()
+            .map(|g| format!("{g}*"))
+            .unwrap_or_default()
+    } else {
+        m.name.clone()
+    };
+    format!("{} {}/{}", d.object.kind, m.namespace, name)
+}
+
+pub async fn run(client: &Client, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for (name, text) in sources(&args.files)? {
+        let docs = match parse::parse_manifest(&name, &text, &args.namespace) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let items: Vec<Value> = docs
+            .iter()
+            .map(|d| serde_json::to_value(&d.object))
+            .collect::<Result<_, _>>()?;
+        let path = if args.dry_run {
+            "/apis/skiff.dev/v1/apply?dryRun=All"
+        } else {
+            "/apis/skiff.dev/v1/apply"
+        };
+        match client
+            .call(Method::POST, path, Some(&Value::Array(items)))
+            .await
+        {
+            Ok(resp) => print_results(&resp, args)?,
+            Err(e) => {
+                failed = true;
+                match e.downcast_ref::<ServerError>() {
+                    Some(se) if !se.causes.is_empty() => {
+                        eprintln!("error: {name}: {}", se.message);
+                        for (i, msg) in &se.causes {
+                            match i.and_then(|i| docs.get(i)) {
+                                Some(d) => eprintln!(
+                                    "error: {name}: document {} ({}): {msg}",
+                                    d.index,
+                                    identity(d)
+                                ),
+                                None => eprintln!("error: {name}: {msg}"),
+                            }
+                        }
+                    }
+                    _ => eprintln!("error: {name}: {e}"),
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_results(resp: &Value, args: &ApplyArgs) -> anyhow::Result<()> {
+    let results = resp["results"].as_array().cloned().unwrap_or_default();
+    match args.output {
+        Some(Output::Yaml) => {
+            for r in &results {
+                print!("---\n{}", to_yaml(&r["object"])?);
+            }
+        }
+        Some(Output::Json) => {
+            let objs: Vec<&Value> = results.iter().map(|r| &r["object"]).collect();
+            println!("{}", serde_json::to_string_pretty(&objs)?);
+        }
+        None => {
+            for r in &results {
+                let o = &r["object"];
+                let kind = o["kind"].as_str().unwrap_or("");
+                let group = o["apiVersion"]
+                    .as_str()
+                    .and_then(|v| v.split_once('/'))
+                    .map_or("", |(g, _)| g);
+                let dry = if args.dry_run {
+                    " (server dry run)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{}.{group}/{} {}{dry}",
+                    kind.to_ascii_lowercase(),
+                    o["metadata"]["name"].as_str().unwrap_or(""),
+                    r["action"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}

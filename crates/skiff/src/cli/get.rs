@@ -1,0 +1,135 @@
+//! `skiff get KIND [NAME]` with kubectl's columns for Knative kinds.
+
+use std::process::ExitCode;
+
+use http::Method;
+use serde_json::Value;
+use skiff_api::ResourceKind;
+
+use super::{GetArgs, Output, kind_arg, to_yaml};
+use crate::client::Client;
+use crate::table;
+
+fn ready_cond(o: &Value) -> (String, String) {
+    o["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Headers and one row per object, like the CRDs' additionalPrinterColumns.
+fn columns(kind: &ResourceKind, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let headers: Vec<&str> = match kind.kind {
+        "Service" => vec![
+            "NAME",
+            "URL",
+            "LATESTCREATED",
+            "LATESTREADY",
+            "READY",
+            "REASON",
+        ],
+        "Configuration" => vec!["NAME", "LATESTCREATED", "LATESTREADY", "READY", "REASON"],
+        "Revision" => vec![
+            "NAME",
+            "CONFIG NAME",
+            "GENERATION",
+            "READY",
+            "REASON",
+            "ACTUAL REPLICAS",
+            "DESIRED REPLICAS",
+        ],
+        "Route" => vec!["NAME", "URL", "READY", "REASON"],
+        _ => vec!["NAME"],
+    };
+    let rows = items
+        .iter()
+        .map(|o| {
+            let name = s(&o["metadata"]["name"]);
+            let st = &o["status"];
+            let (ready, reason) = ready_cond(o);
+            match kind.kind {
+                "Service" => vec![
+                    name,
+                    s(&st["url"]),
+                    s(&st["latestCreatedRevisionName"]),
+                    s(&st["latestReadyRevisionName"]),
+                    ready,
+                    reason,
+                ],
+                "Configuration" => vec![
+                    name,
+                    s(&st["latestCreatedRevisionName"]),
+                    s(&st["latestReadyRevisionName"]),
+                    ready,
+                    reason,
+                ],
+                "Revision" => vec![
+                    name,
+                    s(&o["metadata"]["labels"]["serving.knative.dev/configuration"]),
+                    s(&o["metadata"]["labels"]["serving.knative.dev/configurationGeneration"]),
+                    ready,
+                    reason,
+                    s(&st["actualReplicas"]),
+                    s(&st["desiredReplicas"]),
+                ],
+                "Route" => vec![name, s(&st["url"]), ready, reason],
+                _ => vec![name],
+            }
+        })
+        .collect();
+    (headers, rows)
+}
+
+pub async fn run(client: &Client, args: &GetArgs) -> anyhow::Result<ExitCode> {
+    let kind = kind_arg(&args.kind)?;
+    let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let mut path = kind.collection_path(ns);
+    if let Some(name) = &args.name {
+        if args.all_namespaces {
+            anyhow::bail!("a resource cannot be retrieved by name across all namespaces");
+        }
+        path = format!("{path}/{name}");
+    }
+    let resp = client.call(Method::GET, &path, None).await?;
+    let items: Vec<Value> = if args.name.is_some() {
+        vec![resp.clone()]
+    } else {
+        resp["items"].as_array().cloned().unwrap_or_default()
+    };
+    match args.output {
+        Some(Output::Yaml) => print!("{}", to_yaml(&resp)?),
+        Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&resp)?),
+        None => {
+            if items.is_empty() {
+                match ns {
+                    Some(ns) => eprintln!("No resources found in {ns} namespace."),
+                    None => eprintln!("No resources found"),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (mut headers, mut rows) = columns(kind, &items);
+            if args.all_namespaces {
+                headers.insert(0, "NAMESPACE");
+                for (r, o) in rows.iter_mut().zip(&items) {
+                    r.insert(0, s(&o["metadata"]["namespace"]));
+                }
+            }
+            print!("{}", table::render(&headers, &rows));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

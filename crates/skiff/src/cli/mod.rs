@@ -1,0 +1,145 @@
+//! Command-line interface.
+
+pub mod apply;
+pub mod delete;
+pub mod get;
+pub mod logs;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Knative Serving and Istio-grade traffic management in one binary",
+    long_about = "Skiff runs Knative services from unmodified Knative YAML: `skiff serve` runs the \
+                  platform on this machine, the other commands talk to it."
+)]
+pub struct Cli {
+    /// Where `skiff serve` keeps its state (store, token, logs); the CLI reads
+    /// the admin token and address from here.
+    #[arg(long, env = "SKIFF_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Admin API of the Skiff server to talk to (default: the one running on
+    /// --data-dir).
+    #[arg(long, env = "SKIFF_SERVER", global = true, value_name = "URL")]
+    pub server: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the platform in the foreground: store, controller, runtime, gateway, admin API.
+    Serve(ServeArgs),
+    /// Create or update objects from Knative manifests (a file is applied all or nothing).
+    Apply(ApplyArgs),
+    /// List objects, or show one.
+    Get(GetArgs),
+    /// Delete objects (and everything they own).
+    Delete(DeleteArgs),
+    /// Show the instances' stdout and stderr.
+    Logs(LogsArgs),
+    /// Run one of the example apps built into skiff (used by the default image map).
+    #[command(hide = true)]
+    Example {
+        #[arg(value_parser = ["hello", "autoscale"])]
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Gateway listener (HTTP/1.1 and h2c).
+    #[arg(long, default_value = crate::paths::DEFAULT_GATEWAY, value_name = "ADDR")]
+    pub listen: String,
+    /// Admin API listener.
+    #[arg(long, default_value = crate::paths::DEFAULT_ADMIN, value_name = "ADDR")]
+    pub admin: String,
+    /// YAML file mapping image references to command lines, laid over the
+    /// built-in map.
+    #[arg(long, value_name = "FILE")]
+    pub image_map: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Yaml,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// Manifest file, directory of manifests, or `-` for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "FILE|DIR|-"
+    )]
+    pub files: Vec<String>,
+    /// Namespace for objects that name none.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Validate and default on the server, store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the resulting objects.
+    #[arg(short, long)]
+    pub output: Option<Output>,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// ksvc | configurations | revisions | routes (singular and short names work).
+    pub kind: String,
+    pub name: Option<String>,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    #[arg(short, long)]
+    pub output: Option<Output>,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    pub kind: String,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// ksvc | configuration | revision
+    pub kind: String,
+    pub name: String,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Keep streaming new output.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+/// The kind a user named, or an error listing what exists.
+pub fn kind_arg(name: &str) -> anyhow::Result<&'static skiff_api::ResourceKind> {
+    skiff_api::object::by_name(name).ok_or_else(|| {
+        let known: Vec<&str> = skiff_api::object::KINDS.iter().map(|k| k.plural).collect();
+        anyhow::anyhow!(
+            "the server doesn't have a resource type {name:?} (known: ksvc, {})",
+            known.join(", ")
+        )
+    })
+}
+
+/// YAML for `-o yaml`.
+pub fn to_yaml(v: &serde_json::Value) -> anyhow::Result<String> {
+    Ok(serde_saphyr::to_string(v)?)
+}

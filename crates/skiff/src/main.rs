@@ -1,0 +1,71 @@
+//! The skiff binary.
+
+mod cli;
+mod client;
+mod paths;
+mod serve;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The example apps run their own runtime.
+    if let Command::Example { name } = &cli.command {
+        return match name.as_str() {
+            "hello" => skiff_example_hello::main_from_env(),
+            _ => skiff_example_autoscale::main_from_env(),
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SKIFF_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,h2=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = cli.data_dir.clone().unwrap_or_else(paths::default_data_dir);
+    let client = || client::Client::discover(cli.server.clone(), &data_dir);
+    match &cli.command {
+        Command::Serve(args) => {
+            serve::run(serve::ServeOptions {
+                data_dir: data_dir.clone(),
+                listen: args.listen.clone(),
+                admin: args.admin.clone(),
+                image_map: args.image_map.clone(),
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply(args) => cli::apply::run(&client(), args).await,
+        Command::Get(args) => cli::get::run(&client(), args).await,
+        Command::Delete(args) => cli::delete::run(&client(), args).await,
+        Command::Logs(args) => cli::logs::run(&client(), args).await,
+        Command::Example { .. } => unreachable!("handled before the runtime starts"),
+    }
+}

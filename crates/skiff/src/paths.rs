@@ -1,0 +1,51 @@
+//! Where Skiff keeps its state, and how the CLI finds a running server.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_GATEWAY: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7780";
+
+/// `$SKIFF_DATA_DIR` is read by clap; this is the fallback:
+/// `$XDG_DATA_HOME/skiff`, else `~/.local/share/skiff`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("skiff");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".local/share/skiff")
+}
+
+pub fn token_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("token")
+}
+
+pub fn server_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("server.json")
+}
+
+pub fn store_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("skiff.db")
+}
+
+pub fn logs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("logs")
+}
+
+/// Written by `skiff serve` once it listens, so the CLI and tests can find it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Admin API base URL.
+    pub admin: String,
+    /// Gateway base URL.
+    pub gateway: String,
+    pub pid: u32,
+}
+
+impl ServerInfo {
+    pub fn read(data_dir: &Path) -> Option<ServerInfo> {
+        let text = std::fs::read_to_string(server_file(data_dir)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}

@@ -1,0 +1,208 @@
+//! `skiff serve`: store, controller, process runtime, gateway and admin API in
+//! one process, in the foreground.
+
+mod admin;
+mod admission;
+mod logs;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_api::admission::Defaults;
+use skiff_controller::{Controller, GatewayDrainer, NetworkConfig};
+use skiff_proxy::{EndpointRegistry, Gateway, ListenerScope, RoutingTable};
+use skiff_runtime::Runtime;
+use skiff_runtime::image_map::ImageMap;
+use skiff_runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
+use skiff_store::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::paths::{self, ServerInfo};
+
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub admin: String,
+    pub image_map: Option<PathBuf>,
+}
+
+/// How long open gateway connections get to finish their requests once
+/// shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let data_dir = prepare_data_dir(&opts.data_dir)?;
+    let token = load_or_create_token(&data_dir)?;
+    let store = SqliteStore::open(&paths::store_file(&data_dir))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+
+    let exe = std::env::current_exe().context("locating the skiff binary")?;
+    let mut images = ImageMap::builtin(&exe);
+    if let Some(path) = &opts.image_map {
+        images.extend_from_file(path, &exe)?;
+    }
+
+    let gateway = Gateway::new();
+    let registry = Arc::new(Mutex::new(EndpointRegistry::default()));
+    let runtime = ProcessRuntime::new(
+        ProcessRuntimeConfig {
+            logs_dir: paths::logs_dir(&data_dir),
+            owner: data_dir.display().to_string(),
+            images,
+        },
+        Arc::new(GatewayDrainer {
+            gateway: gateway.clone(),
+            registry: registry.clone(),
+        }),
+    );
+
+    let gateway_listener = bind(&opts.listen, "gateway").await?;
+    let admin_listener = bind(&opts.admin, "admin API").await?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    write_server_info(&data_dir, gateway_addr, admin_addr)?;
+
+    println!("skiff serve: data in {}", data_dir.display());
+    println!("skiff serve: gateway listening on http://{gateway_addr} (HTTP/1.1 and h2c)");
+    println!(
+        "skiff serve: admin API on http://{admin_addr} (token in {})",
+        paths::token_file(&data_dir).display()
+    );
+    let _ = std::io::stdout().flush();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let controller = Controller::new(
+        store.clone(),
+        Arc::new(runtime.clone()),
+        gateway.clone(),
+        registry,
+        NetworkConfig::default(),
+    );
+    let controller_task = tokio::spawn(controller.run(stopped()));
+    let gateway_task = tokio::spawn(skiff_proxy::serve(
+        gateway_listener,
+        gateway.clone(),
+        ListenerScope::ALL,
+        stopped(),
+        DRAIN_TIMEOUT,
+    ));
+    let admin_state = Arc::new(admin::AdminState {
+        store,
+        runtime: runtime.clone(),
+        token,
+        defaults: Defaults::default(),
+    });
+    let admin_task = tokio::spawn({
+        let stopped = stopped();
+        async move {
+            let app = admin::router(admin_state);
+            if let Err(e) = axum::serve(admin_listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!("admin API failed: {e}");
+            }
+        }
+    });
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    println!(
+        "skiff serve: shutting down: finishing in-flight requests (signal again to stop at once)"
+    );
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = gateway_task.await;
+        let _ = admin_task.await;
+        let _ = controller_task.await;
+        // Nothing routes to instances any more: they stop without waiting
+        // for the gateway.
+        gateway.publish(RoutingTable::default());
+        runtime.shutdown().await;
+    };
+    tokio::pin!(drain);
+    tokio::select! {
+        _ = &mut drain => {}
+        _ = sigint.recv() => {
+            runtime.kill_all_now();
+            drain.await;
+        }
+        _ = sigterm.recv() => {
+            runtime.kill_all_now();
+            drain.await;
+        }
+    }
+    let _ = std::fs::remove_file(paths::server_file(&data_dir));
+    println!("skiff serve: stopped");
+    Ok(())
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    let sock: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("{what} address {addr:?} is not IP:PORT"))?;
+    TcpListener::bind(sock)
+        .await
+        .with_context(|| format!("cannot listen on {sock} for the {what}"))
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))
+}
+
+fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
+    let path = paths::token_file(dir);
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    Ok(token)
+}
+
+fn write_server_info(dir: &Path, gateway: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    let info = ServerInfo {
+        admin: format!("http://{admin}"),
+        gateway: format!("http://{gateway}"),
+        pid: std::process::id(),
+    };
+    let tmp = dir.join("server.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
+    std::fs::rename(&tmp, paths::server_file(dir))?;
+    Ok(())
+}
