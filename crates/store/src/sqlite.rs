@@ -80,6 +80,7 @@ impl SqliteStore {
                  name TEXT NOT NULL,
                  PRIMARY KEY (owner_uid, kind, namespace, name)
              );
+             CREATE INDEX IF NOT EXISTS objects_uid ON objects (uid);
              CREATE TABLE IF NOT EXISTS meta (
                  key TEXT PRIMARY KEY,
                  value INTEGER NOT NULL
@@ -394,6 +395,23 @@ fn write_row(
     obj: &DynamicObject,
     rv: u64,
 ) -> Result<(), StoreError> {
+    // An object owned by something that no longer exists would be collected
+    // at once by Kubernetes' garbage collector; here it is never written (a
+    // reconcile racing its owner's deletion must not leave orphans).
+    for owner in &obj.metadata.owner_references {
+        let exists: Option<i64> = tx
+            .prepare_cached("SELECT 1 FROM objects WHERE uid = ?1")
+            .map_err(backend)?
+            .query_row(params![owner.uid], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(StoreError::OwnerGone {
+                key: key.clone(),
+                owner: format!("{} {}", owner.kind, owner.name),
+            });
+        }
+    }
     let body = serde_json::to_string(obj).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let qk = key.qualified_kind();
     tx.execute(
@@ -601,6 +619,34 @@ mod tests {
         assert!(matches!(err, StoreError::AlreadyExists(_)));
         let key = ObjectKey::new(&SERVICE, "default", "a");
         assert!(store.get(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn objects_of_a_deleted_owner_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let s = store
+            .commit(vec![Write::Create(svc("a", "x"))])
+            .await
+            .unwrap()[0]
+            .object
+            .clone();
+        store
+            .commit(vec![Write::Delete(ObjectKey::new(
+                &SERVICE, "default", "a",
+            ))])
+            .await
+            .unwrap();
+        let orphan = object_from_json(json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
+            "metadata": {"name": "a", "namespace": "default",
+              "ownerReferences": [{"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                "name": "a", "uid": s.metadata.uid, "controller": true}]},
+            "spec": {}
+        }));
+        let err = store.commit(vec![Write::Create(orphan)]).await.unwrap_err();
+        assert!(matches!(err, StoreError::OwnerGone { .. }), "{err}");
+        assert!(store.list(&CONFIGURATION, None).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -59,6 +59,8 @@ pub enum StoreError {
         expected: String,
         actual: String,
     },
+    #[error("{key} cannot be written: its owner {owner} no longer exists")]
+    OwnerGone { key: ObjectKey, owner: String },
     #[error("invalid object: {0}")]
     Invalid(String),
     #[error("store failure: {0}")]

@@ -138,6 +138,12 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::Conflict { .. } => {
             status(StatusCode::CONFLICT, "Conflict", e.to_string(), vec![])
         }
+        StoreError::OwnerGone { .. } => status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            e.to_string(),
+            vec![],
+        ),
         StoreError::Invalid(m) => status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
@@ -407,12 +413,14 @@ async fn logs(
     let store = s.store.clone();
     let runtime = s.runtime.clone();
     let lister: FileLister = Box::new(move || {
-        let (store, runtime, ns, name) = (store.clone(), runtime.clone(), ns.clone(), name.clone());
+        let (store, runtime, key) = (store.clone(), runtime.clone(), key.clone());
         Box::pin(async move {
+            let (ns, name) = (&key.namespace, &key.name);
+            store.get(&key).await.ok().flatten()?;
             let revisions: Vec<String> = match label {
-                None => vec![name],
+                None => vec![name.clone()],
                 Some(label) => store
-                    .list(&object::REVISION, Some(&ns))
+                    .list(&object::REVISION, Some(ns))
                     .await
                     .unwrap_or_default()
                     .into_iter()
@@ -422,7 +430,7 @@ async fn logs(
             };
             let mut files = Vec::new();
             for rev in revisions {
-                for f in runtime.log_files(&RevisionKey::new(&ns, &rev)) {
+                for f in runtime.log_files(&RevisionKey::new(ns, &rev)) {
                     let inst = f
                         .file_stem()
                         .map(|s| s.to_string_lossy().into_owned())
@@ -430,7 +438,7 @@ async fn logs(
                     files.push((format!("{rev}/{inst}"), f));
                 }
             }
-            files
+            Some(files)
         })
     });
     let (tx, rx) = mpsc::channel(16);

@@ -29,16 +29,19 @@ impl Body for ChannelBody {
 }
 
 /// Which files to show, re-evaluated while following (new instances and
-/// revisions appear). Each file is labelled `revision/instance`.
+/// revisions appear). Each file is labelled `revision/instance`. `None`: the
+/// object is gone, the stream ends.
 pub type FileLister =
-    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<(String, PathBuf)>> + Send>> + Send>;
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Option<Vec<(String, PathBuf)>>> + Send>> + Send>;
 
 /// Copy the files into `tx`, prefixing lines with their label when there is
 /// more than one file; keep polling for growth when `follow`.
 pub async fn pump(list: FileLister, follow: bool, tx: mpsc::Sender<Bytes>) {
     let mut offsets: HashMap<PathBuf, u64> = HashMap::new();
     loop {
-        let files = list().await;
+        let Some(files) = list().await else {
+            return;
+        };
         let prefix = files.len() > 1;
         for (label, path) in &files {
             let offset = offsets.entry(path.clone()).or_insert(0);
