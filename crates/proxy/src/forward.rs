@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use crate::body::{ProxyBody, UpstreamRequestBody};
 use crate::endpoint::SendError;
 use crate::headers;
+use crate::metrics::GatewayStats;
 use crate::reply::{flags, local_reply};
 use crate::table::{Backend, HostRoute};
 
@@ -74,8 +75,9 @@ pub(crate) async fn forward(
     route: &HostRoute,
     backend: &Arc<Backend>,
     req: Request<UpstreamRequestBody>,
+    stats: &GatewayStats,
 ) -> Response<ProxyBody> {
-    match tokio::time::timeout(backend.timeout, attempts(route, backend, req)).await {
+    match tokio::time::timeout(backend.timeout, attempts(route, backend, req, stats)).await {
         Ok(resp) => resp,
         Err(_) => local_reply(
             StatusCode::GATEWAY_TIMEOUT,
@@ -93,6 +95,7 @@ async fn attempts(
     route: &HostRoute,
     backend: &Arc<Backend>,
     mut req: Request<UpstreamRequestBody>,
+    stats: &GatewayStats,
 ) -> Response<ProxyBody> {
     let replay = if is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body()) {
         Some(Replay {
@@ -107,6 +110,9 @@ async fn attempts(
     let mut last_error = String::new();
     let mut last_flag = flags::UPSTREAM_CONNECTION_FAILURE;
     for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            stats.retry();
+        }
         let Some(ep) = backend.pick(&tried[..attempt]) else {
             return no_instance(route, backend);
         };

@@ -9,6 +9,7 @@ mod body;
 mod endpoint;
 mod forward;
 mod headers;
+pub mod metrics;
 mod registry;
 pub mod reply;
 mod server;

@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 
 use crate::body::ProxyBody;
 use crate::forward;
-use crate::reply::{flags, local_reply};
+use crate::metrics::GatewayStats;
+use crate::reply::{LocalReply, flags, local_reply};
 use crate::table::RoutingTable;
 
 /// Which routes a listener serves.
@@ -37,15 +38,25 @@ impl ListenerScope {
     };
 }
 
-/// The data plane's shared state: the current routing table.
+/// The data plane's shared state: the current routing table and counters.
 pub struct Gateway {
     table: ArcSwap<RoutingTable>,
+    stats: GatewayStats,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("table_version", &self.table.load().version)
+            .finish()
+    }
 }
 
 impl Default for Gateway {
     fn default() -> Self {
         Gateway {
             table: ArcSwap::from_pointee(RoutingTable::default()),
+            stats: GatewayStats::default(),
         }
     }
 }
@@ -59,6 +70,10 @@ impl Gateway {
     /// started with.
     pub fn publish(&self, table: RoutingTable) {
         self.table.store(Arc::new(table));
+    }
+
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {
@@ -77,6 +92,20 @@ impl Gateway {
 
     /// Route and forward one request.
     pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        scope: ListenerScope,
+    ) -> Response<ProxyBody> {
+        self.stats.request();
+        let resp = self.route(req, client, scope).await;
+        if let Some(LocalReply(flag)) = resp.extensions().get::<LocalReply>() {
+            self.stats.local_reply(flag);
+        }
+        resp
+    }
+
+    async fn route(
         &self,
         req: Request<Incoming>,
         client: SocketAddr,
@@ -114,7 +143,7 @@ impl Gateway {
         drop(table);
         let backend = route.pick().clone();
         let req = forward::prepare(req, &authority, client);
-        forward::forward(&route, &backend, req).await
+        forward::forward(&route, &backend, req, &self.stats).await
     }
 }
 

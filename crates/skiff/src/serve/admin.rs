@@ -29,11 +29,13 @@ pub struct AdminState {
     pub runtime: ProcessRuntime,
     pub token: String,
     pub defaults: Defaults,
+    pub metrics: prometheus_client::registry::Registry,
 }
 
 type Shared = State<Arc<AdminState>>;
 
 pub fn router(state: Arc<AdminState>) -> Router {
+    let metrics_state = state.clone();
     let api = Router::new()
         .route("/apis/skiff.dev/v1/apply", post(apply))
         .route(
@@ -53,6 +55,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics).with_state(metrics_state))
         .merge(api)
 }
 
@@ -72,6 +75,23 @@ async fn authorize(State(s): Shared, headers: HeaderMap, req: Request, next: Nex
             vec![],
         )
         .into_response()
+    }
+}
+
+/// Prometheus text format. Unauthenticated, like the scrape endpoints of
+/// Knative and Envoy: the admin listener is loopback-only unless asked.
+async fn metrics(State(s): Shared) -> Response {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &s.metrics) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

@@ -100,11 +100,16 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         stopped(),
         DRAIN_TIMEOUT,
     ));
+    let mut metrics = prometheus_client::registry::Registry::default();
+    metrics.register_collector(Box::new(skiff_proxy::metrics::GatewayCollector(
+        gateway.clone(),
+    )));
     let admin_state = Arc::new(admin::AdminState {
         store,
         runtime: runtime.clone(),
         token,
         defaults: Defaults::default(),
+        metrics,
     });
     let admin_task = tokio::spawn({
         let stopped = stopped();
