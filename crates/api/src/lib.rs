@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod condition;
+pub mod config;
 pub mod field_error;
 pub mod labels;
 pub mod meta;
