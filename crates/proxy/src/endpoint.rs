@@ -4,7 +4,7 @@
 //! counters and pooled connections survive configuration changes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,12 +15,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::body::UpstreamRequestBody;
+use crate::worker::{self, ShardedCounter};
 
 /// Connections idle longer than this are not reused: they are closed before a
 /// typical app's keep-alive timeout would close them under our feet (Node's
 /// is 5 s, gunicorn's 2 s).
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(1900);
 const POOL_MAX_IDLE: usize = 512;
+/// Reusing a connection idle at least this long may race the app closing it.
+const RACE_AFTER_IDLE: Duration = Duration::from_millis(20);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Endpoint {
@@ -30,16 +33,53 @@ pub struct Endpoint {
     pub instance: u64,
     h2c: bool,
     in_flight: AtomicUsize,
-    requests: AtomicU64,
+    requests: ShardedCounter,
     /// Set when the instance leaves: no new requests, pooled conns dropped.
     retired: AtomicBool,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle HTTP/1.1 connections, one pool per gateway worker: a connection
+    /// is driven by a task on the worker that opened it, so only that worker
+    /// uses it (no cross-thread wakeups). The lock is never contended.
+    idle: Box<[Mutex<Vec<Idle>>]>,
     h2: Mutex<Option<http2::SendRequest<UpstreamRequestBody>>>,
 }
 
 struct Idle {
     sender: http1::SendRequest<UpstreamRequestBody>,
     since: Instant,
+}
+
+/// The head of an idempotent, bodiless request, to send it again.
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<UpstreamRequestBody>) -> Option<Replay> {
+        let idempotent = matches!(
+            *req.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
+        (idempotent && http_body::Body::is_end_stream(req.body())).then(|| Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn request(self) -> Request<UpstreamRequestBody> {
+        let mut r = Request::new(UpstreamRequestBody::Empty);
+        *r.method_mut() = self.method;
+        *r.uri_mut() = self.uri;
+        *r.headers_mut() = self.headers;
+        r
+    }
 }
 
 /// Why a request did not get a response from this endpoint.
@@ -52,7 +92,8 @@ pub enum SendError {
         reason: String,
     },
     /// The request was (possibly) written, then the exchange failed before a
-    /// response head arrived. `reused`: it went out on a pooled connection.
+    /// response head arrived. `reused`: it went out on a pooled connection
+    /// (and was not replayable).
     Failed { reason: String, reused: bool },
 }
 
@@ -86,9 +127,11 @@ impl Endpoint {
             instance,
             h2c,
             in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
+            requests: ShardedCounter::default(),
             retired: AtomicBool::new(false),
-            idle: Mutex::new(Vec::new()),
+            idle: (0..worker::SHARDS)
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             h2: Mutex::new(None),
         }
     }
@@ -98,13 +141,15 @@ impl Endpoint {
     }
 
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests.get()
     }
 
     /// Stop reusing connections to this endpoint (its instance is leaving).
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
-        self.idle.lock().expect("pool lock").clear();
+        for pool in self.idle.iter() {
+            pool.lock().expect("pool lock").clear();
+        }
         self.h2.lock().expect("h2 lock").take();
     }
 
@@ -116,7 +161,7 @@ impl Endpoint {
         if self.is_retired() || sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().expect("pool lock");
+        let mut idle = self.idle[worker::index()].lock().expect("pool lock");
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle {
                 sender,
@@ -125,12 +170,14 @@ impl Endpoint {
         }
     }
 
-    /// The most recently used live connection, dropping stale ones.
-    fn check_out(&self) -> Option<http1::SendRequest<UpstreamRequestBody>> {
-        let mut idle = self.idle.lock().expect("pool lock");
+    /// The most recently used live connection and how long it sat idle,
+    /// dropping stale ones.
+    fn check_out(&self) -> Option<(http1::SendRequest<UpstreamRequestBody>, Duration)> {
+        let mut idle = self.idle[worker::index()].lock().expect("pool lock");
         while let Some(c) = idle.pop() {
-            if c.since.elapsed() < POOL_IDLE_TIMEOUT && !c.sender.is_closed() {
-                return Some(c.sender);
+            let idle_for = c.since.elapsed();
+            if idle_for < POOL_IDLE_TIMEOUT && !c.sender.is_closed() {
+                return Some((c.sender, idle_for));
             }
         }
         None
@@ -138,12 +185,16 @@ impl Endpoint {
 
     /// Send `request` to this endpoint. On success the response comes with a
     /// lease to keep until its body ends.
+    ///
+    /// A pooled connection the app closed while it sat idle fails the request
+    /// we write into it (the keep-alive race): when `request` is idempotent
+    /// and has no body it is sent once more on a new connection.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<UpstreamRequestBody>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.inc();
         let mut lease = Lease {
             endpoint: self.clone(),
             sender: None,
@@ -163,18 +214,30 @@ impl Endpoint {
         &self,
         mut request: Request<UpstreamRequestBody>,
     ) -> Result<(Response<Incoming>, http1::SendRequest<UpstreamRequestBody>), SendError> {
-        while let Some(mut sender) = self.check_out() {
+        while let Some((mut sender, idle_for)) = self.check_out() {
+            // Only a connection that sat idle can have been closed by the app
+            // as we reuse it; a copy of the head to replay costs two
+            // allocations, so keep one only then.
+            let replay = (idle_for >= RACE_AFTER_IDLE)
+                .then(|| Replay::of(&request))
+                .flatten();
             match sender.try_send_request(request).await {
                 Ok(resp) => return Ok((resp, sender)),
                 Err(mut e) => match e.take_message() {
                     // The connection died before our request went out.
                     Some(r) => request = r,
-                    None => {
-                        return Err(SendError::Failed {
-                            reason: e.into_error().to_string(),
-                            reused: true,
-                        });
-                    }
+                    None => match replay {
+                        Some(r) => {
+                            tracing::debug!(endpoint = %self.addr, "pooled connection closed under a request, replaying it: {}", e.into_error());
+                            request = r.request();
+                        }
+                        None => {
+                            return Err(SendError::Failed {
+                                reason: e.into_error().to_string(),
+                                reused: true,
+                            });
+                        }
+                    },
                 },
             }
         }

@@ -1,10 +1,9 @@
 //! Forwarding one request to a revision: pick an instance, send, and retry
 //! only when that is provably safe.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, UpstreamRequestBody};
@@ -17,42 +16,17 @@ use crate::table::{Backend, HostRoute};
 /// Attempts per request (first try included).
 const MAX_ATTEMPTS: usize = 3;
 
-/// What a retry of a request that already went out needs: the request head.
-/// Only kept for idempotent requests without a body.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: http::HeaderMap,
-}
-
-impl Replay {
-    fn request(&self) -> Request<UpstreamRequestBody> {
-        let mut r = Request::new(UpstreamRequestBody::Empty);
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
 /// Turn the client's request into the upstream request (in place).
 pub(crate) fn prepare(
     req: Request<Incoming>,
-    authority: &str,
-    client: SocketAddr,
+    client_ip: &HeaderValue,
 ) -> Request<UpstreamRequestBody> {
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::add_forwarded(&mut parts.headers, client.ip(), "http");
+    headers::add_forwarded(&mut parts.headers, client_ip, "http");
     if !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(authority)
+        && let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
     {
         // HTTP/2 clients send :authority instead of Host.
         parts.headers.insert(header::HOST, v);
@@ -73,7 +47,7 @@ pub(crate) fn prepare(
 /// Forward to `backend`, within its timeout. Always yields a response.
 pub(crate) async fn forward(
     route: &HostRoute,
-    backend: &Arc<Backend>,
+    backend: &Backend,
     req: Request<UpstreamRequestBody>,
     stats: &GatewayStats,
 ) -> Response<ProxyBody> {
@@ -93,22 +67,12 @@ pub(crate) async fn forward(
 
 async fn attempts(
     route: &HostRoute,
-    backend: &Arc<Backend>,
+    backend: &Backend,
     mut req: Request<UpstreamRequestBody>,
     stats: &GatewayStats,
 ) -> Response<ProxyBody> {
-    let replay = if is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body()) {
-        Some(Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        })
-    } else {
-        None
-    };
     let mut tried = [0usize; MAX_ATTEMPTS];
     let mut last_error = String::new();
-    let mut last_flag = flags::UPSTREAM_CONNECTION_FAILURE;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
             stats.retry();
@@ -132,37 +96,24 @@ async fn attempts(
             Err(SendError::NotSent { request, reason }) => {
                 tracing::debug!(endpoint = %ep.addr, "not sent, retrying: {reason}");
                 last_error = reason;
-                last_flag = flags::UPSTREAM_CONNECTION_FAILURE;
                 req = *request;
             }
-            Err(SendError::Failed { reason, reused }) => {
-                last_flag = flags::UPSTREAM_CONNECTION_TERMINATION;
-                match &replay {
-                    // A pooled connection closed by the app as we reused it:
-                    // an idempotent, bodiless request is safe to send again.
-                    Some(r) if reused => {
-                        tracing::debug!(endpoint = %ep.addr, "pooled connection failed, replaying: {reason}");
-                        last_error = reason;
-                        req = r.request();
-                    }
-                    _ => {
-                        return local_reply(
-                            StatusCode::BAD_GATEWAY,
-                            last_flag,
-                            format!(
-                                "skiff gateway: instance {} of revision {} ({}) closed the connection before responding: {reason}; \
-                                 the request may have been processed, so it was not retried",
-                                ep.instance, backend.revision, ep.addr
-                            ),
-                        );
-                    }
-                }
+            Err(SendError::Failed { reason, .. }) => {
+                return local_reply(
+                    StatusCode::BAD_GATEWAY,
+                    flags::UPSTREAM_CONNECTION_TERMINATION,
+                    format!(
+                        "skiff gateway: instance {} of revision {} ({}) closed the connection before responding: {reason}; \
+                         the request may have been processed, so it was not retried",
+                        ep.instance, backend.revision, ep.addr
+                    ),
+                );
             }
         }
     }
     local_reply(
         StatusCode::SERVICE_UNAVAILABLE,
-        last_flag,
+        flags::UPSTREAM_CONNECTION_FAILURE,
         format!(
             "skiff gateway: revision {} of route {} did not accept the request after {MAX_ATTEMPTS} attempts: {last_error}",
             backend.revision, route.name

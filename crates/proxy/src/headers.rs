@@ -1,7 +1,5 @@
 //! Per-hop header rules (RFC 9110 §7.6.1) and forwarding headers.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded.
@@ -19,8 +17,17 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
+}
+
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup
+    // per hop-by-hop header.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         // Rare: only allocate when Connection names extra headers.
         let named: Vec<HeaderName> = conn
@@ -43,37 +50,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Append the client's address to `X-Forwarded-For` and set
 /// `X-Forwarded-Proto` if absent.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
-    let mut buf = itoa_ip(client);
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str) {
     match headers.get(&X_FORWARDED_FOR) {
         Some(prev) if !prev.is_empty() => {
-            let mut joined = Vec::with_capacity(prev.len() + 2 + buf.len());
+            let mut joined = Vec::with_capacity(prev.len() + 2 + client_ip.len());
             joined.extend_from_slice(prev.as_bytes());
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(buf.as_bytes());
+            joined.extend_from_slice(client_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&joined) {
                 headers.insert(X_FORWARDED_FOR.clone(), v);
             }
         }
+        // The common case: a refcount bump, no allocation.
         _ => {
-            if let Ok(v) = HeaderValue::from_str(&buf) {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
-            }
+            headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
         }
     }
-    buf.clear();
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-}
-
-fn itoa_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        IpAddr::V4(v4) => v4.to_string(),
     }
 }
 
@@ -99,8 +93,8 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http");
-        add_forwarded(&mut h, "::ffff:10.0.0.2".parse().unwrap(), "http");
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"), "http");
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.2"), "http");
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
     }

@@ -15,10 +15,13 @@ pub mod reply;
 mod server;
 mod split;
 mod table;
+mod threads;
+pub mod worker;
 
 pub use body::{ProxyBody, UpstreamRequestBody};
 pub use endpoint::{Endpoint, Lease, SendError};
 pub use registry::{EndpointKey, EndpointRegistry};
-pub use server::{Gateway, ListenerScope, serve};
+pub use server::{Gateway, ListenerScope, client_ip_header, serve};
 pub use split::Split;
 pub use table::{Backend, HostRoute, RoutingTable, TableBuilder};
+pub use threads::GatewayThreads;

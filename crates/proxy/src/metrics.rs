@@ -3,7 +3,6 @@
 //! them when Prometheus scrapes, so counting costs no lock and no lookup.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -12,6 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::reply::flags;
 use crate::server::Gateway;
+use crate::worker::ShardedCounter;
 
 /// Local replies by response flag.
 const FLAGS: [&str; 7] = [
@@ -26,26 +26,26 @@ const FLAGS: [&str; 7] = [
 
 #[derive(Default)]
 pub struct GatewayStats {
-    requests: AtomicU64,
-    retries: AtomicU64,
-    local_replies: [AtomicU64; FLAGS.len()],
+    requests: ShardedCounter,
+    retries: ShardedCounter,
+    local_replies: [ShardedCounter; FLAGS.len()],
 }
 
 impl GatewayStats {
     #[inline]
     pub fn request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.inc();
     }
 
     #[inline]
     pub fn retry(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.retries.inc();
     }
 
     #[inline]
     pub fn local_reply(&self, flag: &str) {
         if let Some(i) = FLAGS.iter().position(|f| *f == flag) {
-            self.local_replies[i].fetch_add(1, Ordering::Relaxed);
+            self.local_replies[i].inc();
         }
     }
 }
@@ -57,7 +57,7 @@ pub struct GatewayCollector(pub Arc<Gateway>);
 impl Collector for GatewayCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
-        let counter = |v: &AtomicU64| ConstCounter::new(v.load(Ordering::Relaxed));
+        let counter = |v: &ShardedCounter| ConstCounter::new(v.get());
         counter(&stats.requests).encode(encoder.encode_descriptor(
             "skiff_gateway_requests",
             "Requests received by the gateway",

@@ -3,12 +3,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -90,15 +89,16 @@ impl Gateway {
         })
     }
 
-    /// Route and forward one request.
+    /// Route and forward one request. `client_ip` is the client's address
+    /// as a header value (computed once per connection, for X-Forwarded-For).
     pub async fn handle(
         &self,
         req: Request<Incoming>,
-        client: SocketAddr,
+        client_ip: &HeaderValue,
         scope: ListenerScope,
     ) -> Response<ProxyBody> {
         self.stats.request();
-        let resp = self.route(req, client, scope).await;
+        let resp = self.route(req, client_ip, scope).await;
         if let Some(LocalReply(flag)) = resp.extensions().get::<LocalReply>() {
             self.stats.local_reply(flag);
         }
@@ -108,53 +108,52 @@ impl Gateway {
     async fn route(
         &self,
         req: Request<Incoming>,
-        client: SocketAddr,
+        client_ip: &HeaderValue,
         scope: ListenerScope,
     ) -> Response<ProxyBody> {
-        let authority = match authority(&req) {
-            Some(a) => a,
-            None => {
+        let route = {
+            let Some(authority) = authority(&req) else {
                 return local_reply(
                     StatusCode::BAD_REQUEST,
                     flags::DOWNSTREAM_PROTOCOL_ERROR,
                     "skiff gateway: the request has no Host header".to_string(),
                 );
+            };
+            let host = host_of(authority);
+            let lowered;
+            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                lowered = host.to_ascii_lowercase();
+                lowered.as_str()
+            } else {
+                host
+            };
+            let table = self.table.load();
+            match table.lookup(host, scope.external, scope.local) {
+                Some(r) => r.clone(),
+                None => {
+                    return local_reply(
+                        StatusCode::NOT_FOUND,
+                        flags::NO_ROUTE,
+                        format!(
+                            "skiff gateway: no route matched host {host:?}: no Route serves this host on this listener (see `skiff get routes -A`)"
+                        ),
+                    );
+                }
             }
         };
-        let table = self.table.load();
-        let host = host_of(&authority);
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
-        };
-        let Some(route) = table.lookup(host, scope.external, scope.local) else {
-            return local_reply(
-                StatusCode::NOT_FOUND,
-                flags::NO_ROUTE,
-                format!(
-                    "skiff gateway: no route matched host {host:?}: no Route serves this host on this listener (see `skiff get routes -A`)"
-                ),
-            );
-        };
-        let route = route.clone();
-        drop(table);
-        let backend = route.pick().clone();
-        let req = forward::prepare(req, &authority, client);
-        forward::forward(&route, &backend, req, &self.stats).await
+        let req = forward::prepare(req, client_ip);
+        forward::forward(&route, route.pick(), req, &self.stats).await
     }
 }
 
-fn authority(req: &Request<Incoming>) -> Option<String> {
+/// The request's authority: the URI's (HTTP/2, absolute form), else Host.
+fn authority(req: &Request<Incoming>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
+        return Some(a.as_str());
     }
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
 }
 
 /// The host part of an authority (no port, no IPv6 brackets kept apart).
@@ -166,6 +165,17 @@ fn host_of(authority: &str) -> &str {
         Some(i) => &authority[..i],
         None => authority,
     }
+}
+
+/// `ip` as it goes into X-Forwarded-For (IPv4-mapped addresses unmapped).
+pub fn client_ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
 /// Serve `listener` until `shutdown` resolves, then stop accepting and let
@@ -195,9 +205,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        let client_ip = client_ip_header(client.ip());
         let service = service_fn(move |req| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, client, scope).await) }
+            let client_ip = client_ip.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(req, &client_ip, scope).await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

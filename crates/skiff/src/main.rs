@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen: args.listen.clone(),
                 admin: args.admin.clone(),
                 image_map: args.image_map.clone(),
+                gateway_threads: args.gateway_threads,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

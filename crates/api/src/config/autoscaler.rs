@@ -127,10 +127,10 @@ pub mod annotations {
 
     /// The value of `key` in `annotations` (new key first, then the alias),
     /// with the key actually found.
-    pub fn get<'a>(
-        annotations: &'a std::collections::BTreeMap<String, String>,
+    pub fn get(
+        annotations: &std::collections::BTreeMap<String, String>,
         key: Key,
-    ) -> Option<(&'static str, &'a str)> {
+    ) -> Option<(&'static str, &str)> {
         if let Some(v) = annotations.get(key.0) {
             return Some((key.0, v.as_str()));
         }

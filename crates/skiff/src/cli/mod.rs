@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// built-in map.
     #[arg(long, value_name = "FILE")]
     pub image_map: Option<PathBuf>,
+    /// Gateway worker threads (default: one per core).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub gateway_threads: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

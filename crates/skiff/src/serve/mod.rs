@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use skiff_api::admission::Defaults;
 use skiff_controller::{Controller, GatewayDrainer, NetworkConfig};
-use skiff_proxy::{EndpointRegistry, Gateway, ListenerScope, RoutingTable};
+use skiff_proxy::{EndpointRegistry, Gateway, GatewayThreads, ListenerScope, RoutingTable};
 use skiff_runtime::Runtime;
 use skiff_runtime::image_map::ImageMap;
 use skiff_runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub listen: String,
     pub admin: String,
     pub image_map: Option<PathBuf>,
+    /// Gateway worker threads (0: one per core).
+    pub gateway_threads: usize,
 }
 
 /// How long open gateway connections get to finish their requests once
@@ -63,21 +65,39 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }),
     );
 
-    let gateway_listener = bind(&opts.listen, "gateway").await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gateway_sock: SocketAddr = opts
+        .listen
+        .parse()
+        .with_context(|| format!("gateway address {:?} is not IP:PORT", opts.listen))?;
+    let threads = match opts.gateway_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let gateway_threads = GatewayThreads::start(
+        gateway_sock,
+        threads,
+        gateway.clone(),
+        ListenerScope::ALL,
+        stop_rx.clone(),
+        DRAIN_TIMEOUT,
+    )
+    .with_context(|| format!("cannot listen on {gateway_sock} for the gateway"))?;
     let admin_listener = bind(&opts.admin, "admin API").await?;
-    let gateway_addr = gateway_listener.local_addr()?;
+    let gateway_addr = gateway_threads.addr;
     let admin_addr = admin_listener.local_addr()?;
     write_server_info(&data_dir, gateway_addr, admin_addr)?;
 
     println!("skiff serve: data in {}", data_dir.display());
-    println!("skiff serve: gateway listening on http://{gateway_addr} (HTTP/1.1 and h2c)");
+    println!(
+        "skiff serve: gateway listening on http://{gateway_addr} (HTTP/1.1 and h2c, {threads} threads)"
+    );
     println!(
         "skiff serve: admin API on http://{admin_addr} (token in {})",
         paths::token_file(&data_dir).display()
     );
     let _ = std::io::stdout().flush();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -93,13 +113,6 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         NetworkConfig::default(),
     );
     let controller_task = tokio::spawn(controller.run(stopped()));
-    let gateway_task = tokio::spawn(skiff_proxy::serve(
-        gateway_listener,
-        gateway.clone(),
-        ListenerScope::ALL,
-        stopped(),
-        DRAIN_TIMEOUT,
-    ));
     let mut metrics = prometheus_client::registry::Registry::default();
     metrics.register_collector(Box::new(skiff_proxy::metrics::GatewayCollector(
         gateway.clone(),
@@ -135,7 +148,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let _ = stop_tx.send(true);
     let drain = async {
-        let _ = gateway_task.await;
+        let _ = tokio::task::spawn_blocking(move || gateway_threads.join()).await;
         let _ = admin_task.await;
         let _ = controller_task.await;
         // Nothing routes to instances any more: they stop without waiting
