@@ -9,11 +9,13 @@ pub mod admission;
 pub mod condition;
 pub mod config;
 pub mod field_error;
+pub mod istio;
 pub mod labels;
 pub mod meta;
 pub mod names;
 pub mod object;
 pub mod parse;
+pub mod secret;
 pub mod serving;
 
 pub use condition::{Condition, ConditionStatus};

@@ -98,7 +98,9 @@ pub struct ApplyArgs {
 
 #[derive(Args)]
 pub struct GetArgs {
-    /// ksvc | configurations | revisions | routes (singular and short names work).
+    /// ksvc | configurations | revisions | routes | virtualservices (vs) |
+    /// destinationrules (dr) | gateways (gw) | authorizationpolicies |
+    /// peerauthentications | secrets (singular and short names work).
     pub kind: String,
     pub name: Option<String>,
     #[arg(short, long, default_value = "default")]

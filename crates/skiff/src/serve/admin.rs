@@ -51,6 +51,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
             get(get_one).put(replace).delete(delete),
         )
+        // The core group (Secrets) lives under /api/v1, as in Kubernetes.
+        .route("/api/{version}/{plural}", get(core_list_all))
+        .route(
+            "/api/{version}/namespaces/{ns}/{plural}",
+            get(core_list_ns).post(core_create),
+        )
+        .route(
+            "/api/{version}/namespaces/{ns}/{plural}/{name}",
+            get(core_get_one).put(core_replace).delete(core_delete),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     Router::new()
@@ -181,7 +191,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 fn kind_for(group: &str, version: &str, plural: &str) -> Result<&'static ResourceKind, ApiError> {
     object::by_plural(group, plural)
-        .filter(|k| k.version == version)
+        .filter(|k| k.serves_version(version))
         .ok_or_else(|| {
             status(
                 StatusCode::NOT_FOUND,
@@ -270,7 +280,10 @@ fn invalid(kind: &ResourceKind, name: &str, message: String) -> ApiError {
 
 fn check_path(obj: &Value, kind: &ResourceKind, ns: &str) -> Result<(), ApiError> {
     let ok_kind = obj["kind"].as_str() == Some(kind.kind)
-        && obj["apiVersion"].as_str() == Some(&kind.api_version());
+        && obj["apiVersion"]
+            .as_str()
+            .and_then(|v| object::lookup(v, kind.kind))
+            .is_some_and(|k| std::ptr::eq(k, kind));
     let obj_ns = obj["metadata"]["namespace"].as_str().unwrap_or(ns);
     if !ok_kind || obj_ns != ns {
         return Err(status(
@@ -336,6 +349,46 @@ async fn delete(
         "details": {"name": name, "group": kind.group, "kind": kind.plural},
     }))
     .into_response())
+}
+
+// Core-group (`/api/v1`) forms of the handlers above: the group is "".
+
+async fn core_list_all(s: Shared, Path((v, p)): Path<(String, String)>) -> ApiResult {
+    list_all(s, Path((String::new(), v, p))).await
+}
+
+async fn core_list_ns(s: Shared, Path((v, ns, p)): Path<(String, String, String)>) -> ApiResult {
+    list_ns(s, Path((String::new(), v, ns, p))).await
+}
+
+async fn core_get_one(
+    s: Shared,
+    Path((v, ns, p, n)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    get_one(s, Path((String::new(), v, ns, p, n))).await
+}
+
+async fn core_create(
+    s: Shared,
+    Path((v, ns, p)): Path<(String, String, String)>,
+    body: axum::Json<Value>,
+) -> ApiResult {
+    create(s, Path((String::new(), v, ns, p)), body).await
+}
+
+async fn core_replace(
+    s: Shared,
+    Path((v, ns, p, n)): Path<(String, String, String, String)>,
+    body: axum::Json<Value>,
+) -> ApiResult {
+    replace(s, Path((String::new(), v, ns, p, n)), body).await
+}
+
+async fn core_delete(
+    s: Shared,
+    Path((v, ns, p, n)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    delete(s, Path((String::new(), v, ns, p, n))).await
 }
 
 #[derive(Deserialize)]

@@ -1,9 +1,11 @@
-//! Server-side admission: Knative's defaulting and validation, then whether
-//! the runtime can run what the object describes.
+//! Server-side admission: Knative's defaulting and validation, Istio's
+//! validation (and Secrets'), then whether the runtime can run what the
+//! object describes.
 
 use skiff_api::admission::{self, Defaults};
 use skiff_api::serving::{Configuration, Revision, Service};
 use skiff_api::{DynamicObject, FieldError};
+use skiff_api::{istio, secret};
 use skiff_runtime::Runtime;
 
 pub fn admit<R: Runtime>(
@@ -13,6 +15,9 @@ pub fn admit<R: Runtime>(
     runtime: &R,
 ) -> Result<DynamicObject, FieldError> {
     let admitted = admission::admit(obj, old, defaults)?;
+    // Istio kinds and Secrets; every other kind passes through unchanged.
+    let admitted = istio::admit(&admitted)?;
+    let admitted = secret::admit(&admitted, old)?;
     let runnable = match admitted.kind.as_str() {
         "Service" => admitted.to_typed::<Service>().map(|s| {
             runtime
