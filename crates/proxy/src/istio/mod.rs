@@ -1,0 +1,17 @@
+//! Istio traffic management as Envoy implements it, as pure building blocks
+//! for the gateway's request path: each module compiles the user's
+//! resources once per routing snapshot into structures the hot path reads
+//! without locks, and decides one thing per request. See
+//! `docs/istio-wiring.md` for the order they run in.
+
+pub mod cors;
+pub mod fault;
+pub mod hash;
+pub mod header_ops;
+pub mod matcher;
+pub mod rand;
+pub mod request;
+pub mod retry;
+pub mod rewrite;
+pub mod route;
+pub mod time;
