@@ -4,11 +4,15 @@
 //! without locks, and decides one thing per request. See
 //! `docs/istio-wiring.md` for the order they run in.
 
+pub mod circuit_breaker;
 pub mod cors;
 pub mod fault;
 pub mod hash;
 pub mod header_ops;
+pub mod lb;
 pub mod matcher;
+pub mod outlier;
+pub mod policy;
 pub mod rand;
 pub mod request;
 pub mod retry;
