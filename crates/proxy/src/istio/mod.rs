@@ -4,9 +4,12 @@
 //! without locks, and decides one thing per request. See
 //! `docs/istio-wiring.md` for the order they run in.
 
+pub mod access_log;
+pub mod authz;
 pub mod circuit_breaker;
 pub mod cors;
 pub mod fault;
+pub mod flags;
 pub mod hash;
 pub mod header_ops;
 pub mod lb;
