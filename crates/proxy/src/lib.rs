@@ -17,6 +17,7 @@ mod server;
 pub mod split;
 mod table;
 mod threads;
+pub mod tls;
 pub mod worker;
 
 pub use body::{ProxyBody, UpstreamRequestBody};

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod authz;
+pub mod binding;
 pub mod circuit_breaker;
 pub mod cors;
 pub mod fault;
