@@ -1,5 +1,6 @@
 //! The skiff binary.
 
+mod analyze;
 mod cli;
 mod client;
 mod paths;
@@ -67,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(args) => cli::get::run(&client(), args).await,
         Command::Delete(args) => cli::delete::run(&client(), args).await,
         Command::Logs(args) => cli::logs::run(&client(), args).await,
+        Command::Analyze(args) => cli::analyze::run(client, args).await,
         Command::Example { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -196,6 +196,28 @@ pub fn select<'a, T>(
         .collect()
 }
 
+/// The labels a DestinationRule subset sees on a Knative revision: the
+/// revision's own (template labels, `serving.knative.dev/configuration`,
+/// `.../service`, ...) plus what Knative puts on its pods:
+/// `serving.knative.dev/revision` (and `app` when the template sets none,
+/// as Knative does).
+pub fn revision_labels(rev: &skiff_api::serving::Revision) -> BTreeMap<String, String> {
+    let mut l = rev.metadata.labels.clone();
+    l.insert(
+        skiff_api::labels::REVISION.to_string(),
+        rev.metadata.name.clone(),
+    );
+    if !rev.metadata.uid.is_empty() {
+        l.insert(
+            "serving.knative.dev/revisionUID".to_string(),
+            rev.metadata.uid.clone(),
+        );
+    }
+    l.entry("app".to_string())
+        .or_insert_with(|| rev.metadata.name.clone());
+    l
+}
+
 /// TCP keepalive on upstream sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {

@@ -13,7 +13,7 @@ use crate::client::{Client, ServerError};
 
 /// Every manifest the arguments name: (display name, text). Directories give
 /// their `.yaml`, `.yml` and `.json` files in name order.
-fn sources(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn sources(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for a in args {
         if a == "-" {
@@ -139,9 +139,15 @@ fn print_results(resp: &Value, args: &ApplyArgs) -> anyhow::Result<()> {
                 } else {
                     ""
                 };
+                // kubectl's form: `kind.group/name`, `kind/name` for core kinds.
+                let kind = kind.to_ascii_lowercase();
+                let qualified = if group.is_empty() {
+                    kind
+                } else {
+                    format!("{kind}.{group}")
+                };
                 println!(
-                    "{}.{group}/{} {}{dry}",
-                    kind.to_ascii_lowercase(),
+                    "{qualified}/{} {}{dry}",
                     o["metadata"]["name"].as_str().unwrap_or(""),
                     r["action"].as_str().unwrap_or("")
                 );

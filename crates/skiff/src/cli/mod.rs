@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod analyze;
 pub mod apply;
 pub mod delete;
 pub mod get;
@@ -44,6 +45,9 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Show the instances' stdout and stderr.
     Logs(LogsArgs),
+    /// Find the misconfigurations behind empty replies and 503s (in what the
+    /// server holds, or in manifests with -f), with evidence and fixes.
+    Analyze(AnalyzeArgs),
     /// Run one of the example apps built into skiff (used by the default image map).
     #[command(hide = true)]
     Example {
@@ -119,6 +123,30 @@ pub struct DeleteArgs {
     pub names: Vec<String>,
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
+}
+
+#[derive(Args)]
+pub struct AnalyzeArgs {
+    /// Analyze these manifests (file, directory or `-`) instead of what the
+    /// server holds; no server is needed.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<String>,
+    /// Report only on objects of this namespace (with -f: the namespace of
+    /// objects that name none).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[arg(short, long)]
+    pub output: Option<Output>,
+    /// Domain of external route hosts (config-domain).
+    #[arg(long, default_value = "127.0.0.1.sslip.io")]
+    pub domain: String,
+    /// Idle timeout of the load balancer in front of the gateway (AWS NLB:
+    /// 350s); 0 when there is none.
+    #[arg(long, default_value = "350s", value_parser = analyze::parse_duration)]
+    pub lb_idle_timeout: Option<std::time::Duration>,
+    /// How long the apps keep idle connections (Node.js: 5s).
+    #[arg(long, default_value = "5s", value_parser = analyze::parse_duration)]
+    pub upstream_keepalive: std::time::Duration,
 }
 
 #[derive(Args)]
