@@ -19,11 +19,13 @@ use skiff_api::istio::duration;
 use super::hash::xxh64;
 use super::rand;
 use super::request::RequestView;
+use super::time::MonoTime;
 
 /// What the balancer needs to know about a host.
 pub trait LbHost {
-    /// May get new requests (not ejected by outlier detection, not leaving).
-    fn available(&self) -> bool;
+    /// May get new requests at `now` (not ejected by outlier detection, not
+    /// leaving).
+    fn available(&self, now: MonoTime) -> bool;
     /// Requests in flight to it (for LEAST_REQUEST).
     fn active_requests(&self) -> usize;
 }
@@ -369,16 +371,17 @@ impl LoadBalancer {
         hosts: &[H],
         hash: Option<u64>,
         exclude: &[usize],
+        now: MonoTime,
     ) -> Option<usize> {
         let n = hosts.len();
         if n == 0 {
             return None;
         }
         let panic = self.panic_threshold_percent > 0 && {
-            let up = hosts.iter().filter(|h| h.available()).count();
+            let up = hosts.iter().filter(|h| h.available(now)).count();
             (up as u64) * 100 < u64::from(self.panic_threshold_percent) * n as u64
         };
-        let usable = |i: usize| panic || hosts[i].available();
+        let usable = |i: usize| panic || hosts[i].available(now);
         let fresh = |i: usize| usable(i) && !exclude.contains(&i);
         let pick = |ok: &dyn Fn(usize) -> bool| -> Option<usize> {
             match &self.state {
@@ -441,13 +444,15 @@ mod tests {
     }
 
     impl LbHost for H {
-        fn available(&self) -> bool {
+        fn available(&self, _now: MonoTime) -> bool {
             !self.down.get()
         }
         fn active_requests(&self) -> usize {
             self.active.get()
         }
     }
+
+    const T: MonoTime = MonoTime(1);
 
     fn hosts(n: usize) -> Vec<H> {
         (0..n).map(|_| H::default()).collect()
@@ -502,10 +507,10 @@ mod tests {
         let h = hosts(3);
         h[1].down.set(true);
         let b = lb(LbKind::RoundRobin, 3);
-        let picks: Vec<usize> = (0..6).map(|_| b.pick(&h, None, &[]).unwrap()).collect();
+        let picks: Vec<usize> = (0..6).map(|_| b.pick(&h, None, &[], T).unwrap()).collect();
         assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
         h[1].down.set(false);
-        let picks: Vec<usize> = (0..3).map(|_| b.pick(&h, None, &[]).unwrap()).collect();
+        let picks: Vec<usize> = (0..3).map(|_| b.pick(&h, None, &[], T).unwrap()).collect();
         let mut sorted = picks.clone();
         sorted.sort();
         assert_eq!(sorted, [0, 1, 2]);
@@ -517,22 +522,22 @@ mod tests {
         h[0].active.set(10);
         let b = lb(LbKind::LeastRequest, 2);
         // Power of two choices over two hosts always compares both.
-        assert!((0..100).all(|_| b.pick(&h, None, &[]) == Some(1)));
+        assert!((0..100).all(|_| b.pick(&h, None, &[], T) == Some(1)));
         h[1].down.set(true);
-        assert_eq!(b.pick(&h, None, &[]), Some(0));
+        assert_eq!(b.pick(&h, None, &[], T), Some(0));
     }
 
     #[test]
     fn exclusion_then_fallback_then_none() {
         let h = hosts(2);
         let b = lb(LbKind::Random, 2);
-        assert!((0..50).all(|_| b.pick(&h, None, &[0]) == Some(1)));
+        assert!((0..50).all(|_| b.pick(&h, None, &[0], T) == Some(1)));
         // Everything tried: any available host.
-        assert!(b.pick(&h, None, &[0, 1]).is_some());
+        assert!(b.pick(&h, None, &[0, 1], T).is_some());
         h[0].down.set(true);
         h[1].down.set(true);
         assert_eq!(
-            b.pick(&h, None, &[]),
+            b.pick(&h, None, &[], T),
             None,
             "all ejected: no healthy upstream"
         );
@@ -540,7 +545,7 @@ mod tests {
         let k = keys(2);
         let refs: Vec<&str> = k.iter().map(String::as_str).collect();
         let panicky = LoadBalancer::new(&LbKind::Random, &refs, 50);
-        assert!(panicky.pick(&h, None, &[]).is_some());
+        assert!(panicky.pick(&h, None, &[], T).is_some());
     }
 
     #[test]
@@ -556,9 +561,9 @@ mod tests {
             let mut counts = [0usize; 4];
             for user in 0..2000u64 {
                 let key = xxh64(&user.to_le_bytes(), 0);
-                let first = b.pick(&h, Some(key), &[]).unwrap();
+                let first = b.pick(&h, Some(key), &[], T).unwrap();
                 assert_eq!(
-                    b.pick(&h, Some(key), &[]),
+                    b.pick(&h, Some(key), &[], T),
                     Some(first),
                     "{kind:?}: same key, same host"
                 );
@@ -567,12 +572,15 @@ mod tests {
             assert!(counts.iter().all(|c| *c > 250), "{kind:?}: {counts:?}");
             // Ejecting one host moves only its keys.
             let before: Vec<usize> = (0..500u64)
-                .map(|u| b.pick(&h, Some(xxh64(&u.to_le_bytes(), 0)), &[]).unwrap())
+                .map(|u| {
+                    b.pick(&h, Some(xxh64(&u.to_le_bytes(), 0)), &[], T)
+                        .unwrap()
+                })
                 .collect();
             h[2].down.set(true);
             for (u, was) in before.iter().enumerate() {
                 let now = b
-                    .pick(&h, Some(xxh64(&(u as u64).to_le_bytes(), 0)), &[])
+                    .pick(&h, Some(xxh64(&(u as u64).to_le_bytes(), 0)), &[], T)
                     .unwrap();
                 assert_ne!(now, 2);
                 if *was != 2 {
@@ -580,6 +588,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Hosts whose availability is their outlier state: an ejected host
+    /// gets nothing until its ejection time is over.
+    #[test]
+    fn ejected_hosts_are_skipped_until_they_return() {
+        use crate::istio::outlier::{HostOutlier, OutlierConfig, OutlierDetector, OutlierResult};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        struct Ep(Arc<HostOutlier>);
+        impl LbHost for Ep {
+            fn available(&self, now: MonoTime) -> bool {
+                !self.0.is_ejected(now)
+            }
+            fn active_requests(&self) -> usize {
+                0
+            }
+        }
+        let states: Vec<Arc<HostOutlier>> = (0..2).map(|_| Arc::default()).collect();
+        let cfg = OutlierConfig {
+            consecutive_5xx: 2,
+            max_ejection_percent: 100,
+            ..OutlierConfig::from_api(&Default::default()).unwrap()
+        };
+        let d = OutlierDetector::new(cfg, states.clone(), Arc::default());
+        let eps: Vec<Ep> = states.iter().cloned().map(Ep).collect();
+        let b = lb(LbKind::RoundRobin, 2);
+        let t0 = MonoTime::from_secs(10);
+        d.report(&states[0], OutlierResult::Http(500), t0);
+        d.report(&states[0], OutlierResult::Http(500), t0);
+        assert!((0..10).all(|_| b.pick(&eps, None, &[], t0) == Some(1)));
+        let back = t0.plus(Duration::from_secs(30));
+        let picks: Vec<_> = (0..4)
+            .map(|_| b.pick(&eps, None, &[], back).unwrap())
+            .collect();
+        assert!(picks.contains(&0), "back after baseEjectionTime: {picks:?}");
     }
 
     fn parts(headers: &[(&str, &str)], uri: &str) -> http::request::Parts {
