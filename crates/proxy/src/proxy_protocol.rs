@@ -318,4 +318,18 @@ mod tests {
         rest.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "GET / HTTP/1.1\r\n\r\n");
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, parsing never panics.
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse(&b);
+            let mut v = V2_SIG.to_vec();
+            v.extend_from_slice(&b);
+            let _ = parse(&v);
+            let mut t = b"PROXY ".to_vec();
+            t.extend_from_slice(&b);
+            let _ = parse(&t);
+        }
+    }
 }

@@ -220,4 +220,17 @@ mod tests {
         assert_eq!(format(Duration::ZERO), "0s");
         assert_eq!(format(Duration::from_secs(60)), "1m0s");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_durations_never_panic(s in "\\PC{0,24}") {
+            let _ = parse_checked(&s);
+        }
+
+        #[test]
+        fn formatted_durations_parse_back(ms in 0u64..10_000_000_000) {
+            let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse(&format(d)), Ok(d));
+        }
+    }
 }

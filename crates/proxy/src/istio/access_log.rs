@@ -419,8 +419,12 @@ struct Parser<'s> {
 
 impl<'s> Parser<'s> {
     fn ws(&mut self) {
-        while self.s[self.pos..].starts_with(|c: char| c.is_whitespace()) {
-            self.pos += 1;
+        while let Some(c) = self.s[self.pos..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+        {
+            self.pos += c.len_utf8();
         }
     }
 
@@ -765,5 +769,15 @@ mod tests {
     fn encodings() {
         assert_eq!(Encoding::parse("json"), Ok(Encoding::Json));
         assert!(Encoding::parse("yaml").is_err());
+    }
+
+    proptest::proptest! {
+        /// Filters come from users: parsing never panics.
+        #[test]
+        fn arbitrary_filters_never_panic(s in "\\PC{0,40}") {
+            if let Ok(f) = LogFilter::parse(&s) {
+                let _ = f.matches(&record());
+            }
+        }
     }
 }

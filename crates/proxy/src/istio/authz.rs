@@ -60,9 +60,12 @@ impl Decision {
 }
 
 /// `*` anywhere (namespaces, trust domains): a whole-string glob.
-fn glob(pattern: &str) -> Regex {
+fn glob(pattern: &str) -> Result<Regex, String> {
     let re: Vec<String> = pattern.split('*').map(regex::escape).collect();
-    Regex::new(&format!("^{}$", re.join(".*"))).expect("escaped glob is a valid regex")
+    regex::RegexBuilder::new(&format!("^{}$", re.join(".*")))
+        .size_limit(skiff_api::istio::check::REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("pattern {pattern:?}: {e}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,11 +198,11 @@ fn principal_matcher(v: &str) -> Result<Identity, String> {
 }
 
 fn namespace_matcher(v: &str) -> Result<Identity, String> {
-    Ok(Identity::Namespace(glob(v)))
+    glob(v).map(Identity::Namespace)
 }
 
 fn trust_domain_matcher(v: &str) -> Result<Identity, String> {
-    Ok(Identity::TrustDomain(glob(v)))
+    glob(v).map(Identity::TrustDomain)
 }
 
 fn request_auth(_: &str) -> Result<Identity, String> {
@@ -282,7 +285,9 @@ fn path_matcher(v: &str) -> Result<PathM, String> {
             lit => regex::escape(lit),
         })
         .collect();
-    Regex::new(&format!("^/{}$", segs.join("/")))
+    regex::RegexBuilder::new(&format!("^/{}$", segs.join("/")))
+        .size_limit(skiff_api::istio::check::REGEX_SIZE_LIMIT)
+        .build()
         .map(PathM::Template)
         .map_err(|e| e.to_string())
 }

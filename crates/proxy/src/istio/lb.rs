@@ -116,6 +116,8 @@ pub const DEFAULT_RING_SIZE: u64 = 1024;
 pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 /// Istio/Envoy default Maglev table size.
 pub const DEFAULT_MAGLEV_SIZE: u64 = 65537;
+/// Largest Maglev table Envoy accepts.
+pub const MAX_MAGLEV_SIZE: u64 = 5_000_011;
 
 /// The algorithm, as compiled from `loadBalancer`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +167,11 @@ impl LbConfig {
         if let Some(ch) = &lb.consistent_hash {
             let kind = match (&ch.maglev, &ch.ring_hash) {
                 (Some(m), _) => LbKind::Maglev {
-                    table_size: m.table_size.unwrap_or(DEFAULT_MAGLEV_SIZE),
+                    // Envoy's bound; validation already refuses more.
+                    table_size: m
+                        .table_size
+                        .unwrap_or(DEFAULT_MAGLEV_SIZE)
+                        .clamp(1, MAX_MAGLEV_SIZE),
                 },
                 (None, Some(r)) => LbKind::RingHash {
                     min_ring_size: r.minimum_ring_size.unwrap_or(DEFAULT_RING_SIZE),

@@ -119,4 +119,11 @@ mod tests {
             assert!(uri_sans(b).is_empty());
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_der_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = uri_sans(&b);
+        }
+    }
 }
