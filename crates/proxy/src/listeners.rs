@@ -458,8 +458,7 @@ mod tests {
     }
 
     fn servers(yaml: &str) -> Vec<(u16, Vec<BoundServer>)> {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        let g: Gateway = serde_json::from_value(v).unwrap();
+        let g: Gateway = crate::istio::testing::yaml(yaml);
         crate::istio::binding::servers_by_port(&[g]).0
     }
 

@@ -450,8 +450,7 @@ mod tests {
     use super::*;
 
     fn ap(yaml: &str) -> AuthorizationPolicy {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        serde_json::from_value(v).unwrap()
+        crate::istio::testing::yaml(yaml)
     }
 
     fn errors(yaml: &str) -> String {
@@ -519,10 +518,7 @@ mod tests {
                 "cannot set serviceAccounts with namespaces or principals",
             ),
         ];
-        for (yaml, want) in cases {
-            let got = errors(yaml);
-            assert!(got.contains(want), "for {yaml}\n got: {got}\nwant: {want}");
-        }
+        crate::istio::testing::each_error_contains(cases, errors);
     }
 
     #[test]

@@ -810,8 +810,7 @@ mod tests {
     use super::*;
 
     fn dr(yaml: &str) -> DestinationRule {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        serde_json::from_value(v).unwrap()
+        crate::istio::testing::yaml(yaml)
     }
 
     fn errors(yaml: &str) -> String {
@@ -930,10 +929,7 @@ spec:
                 "split external local origin errors is set to false",
             ),
         ];
-        for (yaml, want) in cases {
-            let got = errors(yaml);
-            assert!(got.contains(want), "for {yaml}\n got: {got}\nwant: {want}");
-        }
+        crate::istio::testing::each_error_contains(cases, errors);
         // 0s disables the TCP idle timeout.
         assert_eq!(
             errors("spec: {host: a.b, trafficPolicy: {connectionPool: {tcp: {idleTimeout: 0s}}}}"),

@@ -485,8 +485,7 @@ mod tests {
     use super::*;
 
     fn gw(yaml: &str) -> Gateway {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        serde_json::from_value(v).unwrap()
+        crate::istio::testing::yaml(yaml)
     }
 
     fn errors(yaml: &str) -> String {
@@ -574,10 +573,7 @@ spec:
                 "\"Bad_Name\" is not a valid Secret name: spec.servers[0].tls.credentialName",
             ),
         ];
-        for (yaml, want) in cases {
-            let got = errors(yaml);
-            assert!(got.contains(want), "for {yaml}\n got: {got}\nwant: {want}");
-        }
+        crate::istio::testing::each_error_contains(cases, errors);
     }
 
     #[test]

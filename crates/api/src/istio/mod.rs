@@ -190,6 +190,23 @@ pub fn admit(obj: &DynamicObject) -> Result<DynamicObject, FieldError> {
 }
 
 #[cfg(test)]
+pub(crate) mod testing {
+    /// A value from YAML, the way manifests arrive (YAML → JSON → type).
+    pub fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> T {
+        let v: serde_json::Value = serde_saphyr::from_str(s).expect("test YAML parses");
+        serde_json::from_value(v).expect("test YAML has the type's shape")
+    }
+
+    /// Table check: for each (yaml, want), `errors(yaml)` mentions `want`.
+    pub fn each_error_contains(cases: &[(&str, &str)], errors: impl Fn(&str) -> String) {
+        for (yaml, want) in cases {
+            let got = errors(yaml);
+            assert!(got.contains(want), "for {yaml}\n got: {got}\nwant: {want}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse::parse_manifest;

@@ -116,8 +116,7 @@ mod tests {
     use super::*;
 
     fn pa(yaml: &str) -> PeerAuthentication {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        serde_json::from_value(v).unwrap()
+        crate::istio::testing::yaml(yaml)
     }
 
     #[test]

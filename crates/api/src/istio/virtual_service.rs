@@ -1173,8 +1173,7 @@ mod tests {
     use super::*;
 
     fn vs(yaml: &str) -> VirtualService {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        serde_json::from_value(v).unwrap()
+        crate::istio::testing::yaml(yaml)
     }
 
     fn errors(yaml: &str) -> String {
@@ -1303,10 +1302,7 @@ spec:
                 "http, tcp or tls must be provided in virtual service",
             ),
         ];
-        for (yaml, want) in cases {
-            let got = errors(yaml);
-            assert!(got.contains(want), "for {yaml}\n got: {got}\nwant: {want}");
-        }
+        crate::istio::testing::each_error_contains(cases, errors);
     }
 
     #[test]

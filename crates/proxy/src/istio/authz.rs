@@ -596,8 +596,7 @@ mod tests {
     use super::*;
 
     fn policy(yaml: &str) -> AuthorizationPolicy {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        let mut p: AuthorizationPolicy = serde_json::from_value(v).unwrap();
+        let mut p: AuthorizationPolicy = crate::istio::testing::yaml(yaml);
         if p.metadata.namespace.is_empty() {
             p.metadata.namespace = "foo".into();
         }

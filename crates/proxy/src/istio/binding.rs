@@ -9,6 +9,19 @@ use skiff_api::istio::gateway::{Protocol, Server, ServerTlsMode, ServerTlsSettin
 use skiff_api::istio::virtual_service::MESH_GATEWAY;
 use skiff_api::istio::{Gateway, VirtualService};
 
+/// A gateway reference as `namespace/name` (or `mesh`): a bare name is in
+/// `namespace` (the referring VirtualService's); the legacy
+/// `name.namespace[.svc.cluster.local]` form is understood.
+pub fn qualify_gateway(g: &str, namespace: &str) -> String {
+    if g == MESH_GATEWAY || g.contains('/') {
+        g.to_string()
+    } else if let Some((name, ns)) = g.split_once('.') {
+        format!("{}/{name}", ns.split('.').next().unwrap_or(ns))
+    } else {
+        format!("{namespace}/{g}")
+    }
+}
+
 /// The gateways a VirtualService applies to, as `namespace/name` (or
 /// `mesh`). No `gateways` means the mesh only.
 pub fn vs_gateways(vs: &VirtualService) -> Vec<String> {
@@ -18,16 +31,7 @@ pub fn vs_gateways(vs: &VirtualService) -> Vec<String> {
     vs.spec
         .gateways
         .iter()
-        .map(|g| {
-            if g == MESH_GATEWAY || g.contains('/') {
-                g.clone()
-            } else if let Some((name, ns)) = g.split_once('.') {
-                // Legacy `name.namespace[.svc.cluster.local]` form.
-                format!("{}/{name}", ns.split('.').next().unwrap_or(ns))
-            } else {
-                format!("{}/{g}", vs.metadata.namespace)
-            }
-        })
+        .map(|g| qualify_gateway(g, &vs.metadata.namespace))
         .collect()
 }
 
@@ -226,13 +230,11 @@ mod tests {
     use super::*;
 
     fn vs(yaml: &str) -> VirtualService {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        serde_json::from_value(v).unwrap()
+        crate::istio::testing::yaml(yaml)
     }
 
     fn gw(yaml: &str) -> Gateway {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        serde_json::from_value(v).unwrap()
+        crate::istio::testing::yaml(yaml)
     }
 
     #[test]

@@ -321,8 +321,7 @@ mod tests {
     use std::time::Duration;
 
     fn limits(yaml: &str) -> Limits {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        Limits::from_api(Some(&serde_json::from_value(v).unwrap()))
+        Limits::from_api(Some(&crate::istio::testing::yaml(yaml)))
     }
 
     #[test]

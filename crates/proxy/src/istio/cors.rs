@@ -142,8 +142,7 @@ mod tests {
     use super::*;
 
     fn cors(yaml: &str) -> Cors {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        Cors::compile(&serde_json::from_value(v).unwrap()).unwrap()
+        Cors::compile(&crate::istio::testing::yaml(yaml)).unwrap()
     }
 
     fn parts(method: &str, headers: &[(&str, &str)]) -> http::request::Parts {

@@ -113,8 +113,7 @@ mod tests {
     use super::*;
 
     fn fault(yaml: &str) -> Fault {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        Fault::compile(&serde_json::from_value(v).unwrap()).unwrap()
+        Fault::compile(&crate::istio::testing::yaml(yaml)).unwrap()
     }
 
     #[test]

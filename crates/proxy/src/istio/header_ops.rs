@@ -266,8 +266,7 @@ mod tests {
     use super::*;
 
     fn rules(yaml: &str) -> HeaderRules {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        let h: Headers = serde_json::from_value(v).unwrap();
+        let h: Headers = crate::istio::testing::yaml(yaml);
         HeaderRules::compile(Some(&h)).unwrap()
     }
 

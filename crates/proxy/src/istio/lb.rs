@@ -475,8 +475,7 @@ mod tests {
     }
 
     fn config(yaml: &str) -> LbConfig {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        LbConfig::from_api(Some(&serde_json::from_value(v).unwrap())).unwrap()
+        LbConfig::from_api(Some(&crate::istio::testing::yaml(yaml))).unwrap()
     }
 
     #[test]

@@ -25,3 +25,12 @@ pub mod retry;
 pub mod rewrite;
 pub mod route;
 pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A value from YAML, the way manifests arrive (YAML → JSON → type).
+    pub fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> T {
+        let v: serde_json::Value = serde_saphyr::from_str(s).expect("test YAML parses");
+        serde_json::from_value(v).expect("test YAML has the type's shape")
+    }
+}

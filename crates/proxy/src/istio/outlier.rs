@@ -407,8 +407,7 @@ mod tests {
     use super::*;
 
     fn config(yaml: &str) -> OutlierConfig {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        OutlierConfig::from_api(&serde_json::from_value(v).unwrap()).unwrap()
+        OutlierConfig::from_api(&crate::istio::testing::yaml(yaml)).unwrap()
     }
 
     fn detector(yaml: &str, n: usize) -> (OutlierDetector, Vec<Arc<HostOutlier>>) {

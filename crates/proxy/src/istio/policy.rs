@@ -17,6 +17,7 @@ use skiff_api::istio::destination_rule::{
 };
 use skiff_api::istio::duration;
 
+use super::binding::covers;
 use super::circuit_breaker::Limits;
 use super::lb::LbConfig;
 use super::outlier::OutlierConfig;
@@ -41,17 +42,6 @@ pub fn host_namespace(fqdn: &str) -> Option<&str> {
     let mut parts = rest.rsplitn(2, '.');
     let ns = parts.next()?;
     parts.next().map(|_| ns)
-}
-
-/// Does pattern `p` (exact or `*.suffix`, or `*`) cover `host`?
-pub fn host_matches(p: &str, host: &str) -> bool {
-    if p == "*" {
-        return true;
-    }
-    match p.strip_prefix('*') {
-        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-        None => p.eq_ignore_ascii_case(host),
-    }
 }
 
 /// The DestinationRules of a snapshot, for lookups by host.
@@ -100,7 +90,7 @@ impl DestinationRules {
         let candidates: Vec<&(String, DestinationRule)> = self
             .rules
             .iter()
-            .filter(|(p, d)| host_matches(p, host) && visible(d))
+            .filter(|(p, d)| covers(p, host) && visible(d))
             .collect();
         let best = &candidates.first()?.0;
         let host_ns = host_namespace(host);
@@ -339,8 +329,7 @@ mod tests {
     use crate::istio::lb::LbKind;
 
     fn dr(yaml: &str) -> DestinationRule {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        let mut d: DestinationRule = serde_json::from_value(v).unwrap();
+        let mut d: DestinationRule = crate::istio::testing::yaml(yaml);
         if d.metadata.namespace.is_empty() {
             d.metadata.namespace = "default".into();
         }

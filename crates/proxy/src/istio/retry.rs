@@ -25,7 +25,7 @@ pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 pub const RQ_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 pub const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
 /// An upstream that sets this is overloaded: never retried.
-pub const OVERLOADED_HEADER: &str = "x-envoy-overloaded";
+pub use super::circuit_breaker::OVERLOADED_HEADER;
 
 /// `retryOn` conditions (Envoy's x-envoy-retry-on / x-envoy-retry-grpc-on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -393,8 +393,7 @@ mod tests {
     use super::*;
 
     fn policy(yaml: &str, opt_in: bool) -> RetryPolicy {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        RetryPolicy::compile(Some(&serde_json::from_value(v).unwrap()), opt_in).unwrap()
+        RetryPolicy::compile(Some(&crate::istio::testing::yaml(yaml)), opt_in).unwrap()
     }
 
     fn resp(status: u16) -> (StatusCode, HeaderMap) {

@@ -244,8 +244,7 @@ mod tests {
     }
 
     fn redirect(yaml: &str) -> Redirect {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        Redirect::compile(&serde_json::from_value(v).unwrap()).unwrap()
+        Redirect::compile(&crate::istio::testing::yaml(yaml)).unwrap()
     }
 
     #[test]

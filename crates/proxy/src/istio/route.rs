@@ -14,6 +14,7 @@ use skiff_api::istio::VirtualService;
 use skiff_api::istio::duration;
 use skiff_api::istio::virtual_service::{Destination, HttpMatchRequest, HttpRoute};
 
+use super::binding::qualify_gateway;
 use super::cors::Cors;
 use super::fault::Fault;
 use super::header_ops::HeaderRules;
@@ -280,15 +281,6 @@ pub struct CompileError {
     pub source_name: String,
     pub rule: usize,
     pub message: String,
-}
-
-/// `name` → `ns/name` (gateway references are relative to the VS).
-fn qualify_gateway(g: &str, ns: &str) -> String {
-    if g.contains('/') || g == skiff_api::istio::virtual_service::MESH_GATEWAY {
-        g.to_string()
-    } else {
-        format!("{ns}/{g}")
-    }
 }
 
 fn header_key(name: &str) -> Result<Option<HeaderKey>, String> {
@@ -584,8 +576,7 @@ mod tests {
     }
 
     fn vs(yaml: &str) -> VirtualService {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        let mut vs: VirtualService = serde_json::from_value(v).unwrap();
+        let mut vs: VirtualService = crate::istio::testing::yaml(yaml);
         if vs.metadata.namespace.is_empty() {
             vs.metadata.namespace = "default".into();
         }

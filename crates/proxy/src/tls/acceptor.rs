@@ -189,8 +189,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     fn gateway(yaml: &str) -> Vec<BoundServer> {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        let g: Gateway = serde_json::from_value(v).unwrap();
+        let g: Gateway = crate::istio::testing::yaml(yaml);
         crate::istio::binding::servers_by_port(&[g]).0.remove(0).1
     }
 

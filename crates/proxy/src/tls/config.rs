@@ -291,8 +291,7 @@ mod tests {
     use super::*;
 
     fn settings(yaml: &str) -> ServerTlsSettings {
-        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-        serde_json::from_value(v).unwrap()
+        crate::istio::testing::yaml(yaml)
     }
 
     #[test]

@@ -32,17 +32,12 @@ fn check_one(id: String, meta: &ObjectMeta, spec: &RevisionSpec, out: &mut Vec<F
 pub fn check(objs: &Objects, out: &mut Vec<Finding>) {
     for s in &objs.services {
         let t = &s.spec.template;
-        check_one(
-            format!("Service {}/{}", s.metadata.namespace, s.metadata.name),
-            &t.metadata,
-            &t.spec,
-            out,
-        );
+        check_one(super::id("Service", &s.metadata), &t.metadata, &t.spec, out);
     }
     for c in &objs.configurations {
         let t = &c.spec.template;
         check_one(
-            format!("Configuration {}/{}", c.metadata.namespace, c.metadata.name),
+            super::id("Configuration", &c.metadata),
             &t.metadata,
             &t.spec,
             out,

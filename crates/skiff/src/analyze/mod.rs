@@ -122,7 +122,12 @@ pub struct Objects {
 }
 
 fn ident(o: &DynamicObject) -> String {
-    format!("{} {}/{}", o.kind, o.metadata.namespace, o.metadata.name)
+    id(&o.kind, &o.metadata)
+}
+
+/// `Kind namespace/name`, how findings name objects.
+fn id(kind: &str, m: &skiff_api::meta::ObjectMeta) -> String {
+    format!("{kind} {}/{}", m.namespace, m.name)
 }
 
 impl Objects {

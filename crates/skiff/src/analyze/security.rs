@@ -12,7 +12,7 @@ use super::{Finding, Objects, Severity};
 pub fn check(objs: &Objects, out: &mut Vec<Finding>) {
     let creds = Credentials::new(objs.secrets.iter().cloned());
     for gw in &objs.gateways {
-        let id = format!("Gateway {}/{}", gw.metadata.namespace, gw.metadata.name);
+        let id = super::id("Gateway", &gw.metadata);
         let ns = &gw.metadata.namespace;
         for (i, s) in gw.spec.servers.iter().enumerate() {
             let Some(t) = &s.tls else { continue };

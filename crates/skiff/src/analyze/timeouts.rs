@@ -102,7 +102,7 @@ pub fn check(objs: &Objects, settings: &Settings, out: &mut Vec<Finding>) {
                 Finding::new(
                     Severity::Warning,
                     "SK4003",
-                    format!("Revision {}/{}", r.metadata.namespace, r.metadata.name),
+                    super::id("Revision", &r.metadata),
                     format!("timeoutSeconds {secs} is longer than the load balancer's idle timeout ({})", fmt(lb)),
                 )
                 .evidence("a response that sends no byte for longer than the load balancer's idle timeout is cut: the client sees an empty reply")
@@ -130,7 +130,7 @@ pub fn check(objs: &Objects, settings: &Settings, out: &mut Vec<Finding>) {
                     Finding::new(
                         Severity::Warning,
                         "SK4003",
-                        format!("VirtualService {}/{}", vs.metadata.namespace, vs.metadata.name),
+                        super::id("VirtualService", &vs.metadata),
                         format!("http[{i}]: timeout {} is longer than the load balancer's idle timeout ({})", fmt(t), fmt(lb)),
                     )
                     .evidence(format!("hosts [{}]", hosts.join(", ")))
