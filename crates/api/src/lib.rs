@@ -9,12 +9,15 @@ pub mod admission;
 pub mod condition;
 pub mod config;
 pub mod field_error;
+pub mod go;
 pub mod labels;
 pub mod meta;
 pub mod names;
 pub mod object;
 pub mod parse;
+pub mod quantity;
 pub mod serving;
+pub mod template;
 
 pub use condition::{Condition, ConditionStatus};
 pub use field_error::FieldError;
