@@ -6,8 +6,10 @@
 //! proxy and the CLI all speak these types.
 
 pub mod admission;
+pub mod apply;
 pub mod condition;
 pub mod config;
+pub mod core;
 pub mod field_error;
 pub mod go;
 pub mod labels;

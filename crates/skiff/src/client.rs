@@ -61,6 +61,10 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        // Who asks: Knative records it as the creator / last modifier.
+        if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+            req = req.header("impersonate-user", user);
+        }
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }

@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::run(serve::ServeOptions {
                 data_dir: data_dir.clone(),
                 listen: args.listen.clone(),
+                local_listen: args.local_listen.clone(),
                 admin: args.admin.clone(),
                 image_map: args.image_map.clone(),
             })

@@ -116,6 +116,14 @@ pub async fn run(client: &Client, args: &ApplyArgs) -> anyhow::Result<ExitCode> 
 
 fn print_results(resp: &Value, args: &ApplyArgs) -> anyhow::Result<()> {
     let results = resp["results"].as_array().cloned().unwrap_or_default();
+    // Admission warnings never reject; kubectl prints them like this.
+    for r in &results {
+        for w in r["warnings"].as_array().into_iter().flatten() {
+            if let Some(w) = w.as_str() {
+                eprintln!("Warning: {w}");
+            }
+        }
+    }
     match args.output {
         Some(Output::Yaml) => {
             for r in &results {

@@ -54,9 +54,14 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Gateway listener (HTTP/1.1 and h2c).
+    /// Gateway listener for external routes (HTTP/1.1 and h2c).
     #[arg(long, default_value = crate::paths::DEFAULT_GATEWAY, value_name = "ADDR")]
     pub listen: String,
+    /// Cluster-local listener: serves only the routes' `*.svc.cluster.local`
+    /// names (cluster-local routes only here). Instances reach it through
+    /// `HTTP_PROXY`.
+    #[arg(long, default_value = crate::paths::DEFAULT_LOCAL_GATEWAY, value_name = "ADDR")]
+    pub local_listen: String,
     /// Admin API listener.
     #[arg(long, default_value = crate::paths::DEFAULT_ADMIN, value_name = "ADDR")]
     pub admin: String,

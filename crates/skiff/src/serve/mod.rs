@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_api::admission::Defaults;
-use skiff_controller::{Controller, GatewayDrainer, NetworkConfig};
+use skiff_controller::{Controller, GatewayDrainer, LiveConfig};
 use skiff_proxy::{EndpointRegistry, Gateway, ListenerScope, RoutingTable};
 use skiff_runtime::Runtime;
 use skiff_runtime::image_map::ImageMap;
@@ -29,6 +28,7 @@ use crate::paths::{self, ServerInfo};
 pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub listen: String,
+    pub local_listen: String,
     pub admin: String,
     pub image_map: Option<PathBuf>,
 }
@@ -49,6 +49,19 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         images.extend_from_file(path, &exe)?;
     }
 
+    // Knative's ConfigMaps as they are in the store; reloaded on change.
+    let config = LiveConfig::default();
+    if let Err(e) = config.reload(&store).await {
+        tracing::error!("starting with default configuration: {e}");
+    }
+
+    let gateway_listener = bind(&opts.listen, "gateway").await?;
+    let local_listener = bind(&opts.local_listen, "cluster-local gateway").await?;
+    let admin_listener = bind(&opts.admin, "admin API").await?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let local_addr = local_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
     let gateway = Gateway::new();
     let registry = Arc::new(Mutex::new(EndpointRegistry::default()));
     let runtime = ProcessRuntime::new(
@@ -56,6 +69,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             logs_dir: paths::logs_dir(&data_dir),
             owner: data_dir.display().to_string(),
             images,
+            env: instance_env(local_addr),
         },
         Arc::new(GatewayDrainer {
             gateway: gateway.clone(),
@@ -63,14 +77,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }),
     );
 
-    let gateway_listener = bind(&opts.listen, "gateway").await?;
-    let admin_listener = bind(&opts.admin, "admin API").await?;
-    let gateway_addr = gateway_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
-    write_server_info(&data_dir, gateway_addr, admin_addr)?;
+    write_server_info(&data_dir, gateway_addr, local_addr, admin_addr)?;
 
     println!("skiff serve: data in {}", data_dir.display());
     println!("skiff serve: gateway listening on http://{gateway_addr} (HTTP/1.1 and h2c)");
+    println!(
+        "skiff serve: cluster-local gateway on http://{local_addr} (*.svc.cluster.local; instances use it as HTTP_PROXY)"
+    );
     println!(
         "skiff serve: admin API on http://{admin_addr} (token in {})",
         paths::token_file(&data_dir).display()
@@ -90,13 +103,26 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Arc::new(runtime.clone()),
         gateway.clone(),
         registry,
-        NetworkConfig::default(),
+        config.clone(),
     );
     let controller_task = tokio::spawn(controller.run(stopped()));
     let gateway_task = tokio::spawn(skiff_proxy::serve(
         gateway_listener,
         gateway.clone(),
-        ListenerScope::ALL,
+        ListenerScope {
+            external: true,
+            local: false,
+        },
+        stopped(),
+        DRAIN_TIMEOUT,
+    ));
+    let local_task = tokio::spawn(skiff_proxy::serve(
+        local_listener,
+        gateway.clone(),
+        ListenerScope {
+            external: false,
+            local: true,
+        },
         stopped(),
         DRAIN_TIMEOUT,
     ));
@@ -108,7 +134,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         store,
         runtime: runtime.clone(),
         token,
-        defaults: Defaults::default(),
+        config,
         metrics,
     });
     let admin_task = tokio::spawn({
@@ -136,6 +162,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let drain = async {
         let _ = gateway_task.await;
+        let _ = local_task.await;
         let _ = admin_task.await;
         let _ = controller_task.await;
         // Nothing routes to instances any more: they stop without waiting
@@ -200,10 +227,31 @@ fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-fn write_server_info(dir: &Path, gateway: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+/// What every instance finds in its environment: the cluster-local listener
+/// as its HTTP proxy, so `http://NAME.NS.svc.cluster.local` reaches other
+/// services the way it does inside a cluster (loopback stays direct).
+fn instance_env(local: SocketAddr) -> Vec<(String, String)> {
+    let proxy = format!("http://{local}");
+    let no_proxy = "localhost,127.0.0.1,::1".to_string();
+    vec![
+        ("HTTP_PROXY".into(), proxy.clone()),
+        ("http_proxy".into(), proxy.clone()),
+        ("NO_PROXY".into(), no_proxy.clone()),
+        ("no_proxy".into(), no_proxy),
+        ("SKIFF_LOCAL_GATEWAY".into(), proxy),
+    ]
+}
+
+fn write_server_info(
+    dir: &Path,
+    gateway: SocketAddr,
+    local_gateway: SocketAddr,
+    admin: SocketAddr,
+) -> anyhow::Result<()> {
     let info = ServerInfo {
         admin: format!("http://{admin}"),
         gateway: format!("http://{gateway}"),
+        local_gateway: format!("http://{local_gateway}"),
         pid: std::process::id(),
     };
     let tmp = dir.join("server.json.tmp");
