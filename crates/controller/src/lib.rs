@@ -54,6 +54,7 @@ pub struct Controller<S: Store, R: Runtime> {
     routing_dirty: bool,
     table_version: u64,
     runtime_state: Arc<RuntimeState>,
+    derived: Mutex<std::collections::HashMap<ObjectKey, String>>,
 }
 
 impl<S: Store, R: Runtime> Controller<S, R> {
@@ -74,6 +75,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             routing_dirty: true,
             table_version: 0,
             runtime_state: Arc::new(RuntimeState::default()),
+            derived: Mutex::new(Default::default()),
         }
     }
 
@@ -231,6 +233,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             runtime: &*self.runtime,
             config: &config,
             runtime_state: &self.runtime_state,
+            derived: &self.derived,
         };
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         let result = match key.kind.kind {

@@ -25,6 +25,10 @@ pub struct Ctx<'a, S, R> {
     /// The configuration this pass runs under.
     pub config: &'a ClusterConfig,
     pub runtime_state: &'a skiff_runtime::RuntimeState,
+    /// What the Service reconciler last derived for each child it owns
+    /// (spec, labels, annotations, owner references as JSON): a child that
+    /// differs from an unchanged derivation was edited by hand.
+    pub derived: &'a std::sync::Mutex<std::collections::HashMap<skiff_api::ObjectKey, String>>,
 }
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;

@@ -35,7 +35,7 @@ pub async fn service<S: Store, R: Runtime>(
         .is_some_and(|s| s.observed_generation.is_some());
     let existing_cfg = ctx.store.get_as::<Configuration>(ns, name).await?;
     let want_cfg = children::make_configuration(&svc, existing_cfg.as_ref());
-    let cfg = converge(ctx.store, &svc, existing_cfg, &want_cfg, reconciled_before).await?;
+    let cfg = converge(ctx, &svc, existing_cfg, &want_cfg, reconciled_before).await?;
 
     let status = svc.status.get_or_insert_with(ServiceStatus::default);
     status.observed_generation = Some(svc.metadata.generation);
@@ -89,14 +89,7 @@ pub async fn service<S: Store, R: Runtime>(
 
     let want_route = children::make_route(&svc);
     let existing_route = ctx.store.get_as::<Route>(ns, name).await?;
-    let route = converge(
-        ctx.store,
-        &svc,
-        existing_route,
-        &want_route,
-        reconciled_before,
-    )
-    .await?;
+    let route = converge(ctx, &svc, existing_route, &want_route, reconciled_before).await?;
     let status = svc.status.get_or_insert_with(ServiceStatus::default);
     let mut conds = Conditions::new(&mut status.conditions, conditions::SERVICE);
     match &route {
@@ -151,18 +144,38 @@ async fn finish<S: Store, R: Runtime>(
     Ok(())
 }
 
-/// Create `want` if missing; restore it if someone changed it; report an
-/// object of that name the Service does not control. Events say what was
-/// done.
-async fn converge<S: Store, T: Resource + Clone + Send>(
-    store: &S,
+/// The parts of a child its Service controls, as one comparable string.
+fn derivation<T: Resource>(obj: &T) -> String {
+    let d = obj.to_dynamic();
+    serde_json::json!({
+        "spec": d.body.get("spec"),
+        "labels": d.metadata.labels,
+        "annotations": d.metadata.annotations,
+        "ownerReferences": d.metadata.owner_references,
+    })
+    .to_string()
+}
+
+/// Create `want` if missing; bring it back to `want` when it differs (a new
+/// Service spec, or a hand edit); report an object of that name the Service
+/// does not control. Events record creations and reverted hand edits.
+async fn converge<S: Store, R: Runtime, T: Resource + Clone + Send>(
+    ctx: &Ctx<'_, S, R>,
     svc: &Service,
     actual: Option<T>,
     want: &T,
     reconciled_before: bool,
 ) -> Result<Owned<T>> {
+    let store = ctx.store;
     let kind = T::kind().kind;
     let name = &want.metadata().name;
+    let key = want.key();
+    let desired = derivation(want);
+    let previous = ctx
+        .derived
+        .lock()
+        .expect("derived lock")
+        .insert(key, desired.clone());
     match actual {
         None => {
             let c = store.commit(vec![Write::Create(want.to_dynamic())]).await?;
@@ -188,20 +201,24 @@ async fn converge<S: Store, T: Resource + Clone + Send>(
             if drift.is_empty() {
                 return Ok(Owned::Ours(a));
             }
-            tracing::info!(object = %a.key(), ?drift, "restoring the object its Service derives");
             let next = children::restore(&a, want);
             let c = store.commit(vec![Write::Update(next.to_dynamic())]).await?;
-            record(
-                store,
-                svc,
-                events::WARNING,
-                "Reverted",
-                format!(
-                    "Reverted changes to the {} of {kind} {name:?}: the Service owns it",
-                    drift.join(", ")
-                ),
-            )
-            .await;
+            // What we derive did not change, yet the child differs: someone
+            // edited it by hand.
+            if previous.as_deref() == Some(desired.as_str()) {
+                tracing::info!(object = %a.key(), ?drift, "reverted a hand edit of an owned object");
+                record(
+                    store,
+                    svc,
+                    events::WARNING,
+                    "Reverted",
+                    format!(
+                        "Reverted changes to the {} of {kind} {name:?}: the Service owns it",
+                        drift.join(", ")
+                    ),
+                )
+                .await;
+            }
             Ok(Owned::Ours(typed(&c[0].object)?))
         }
     }
