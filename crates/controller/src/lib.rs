@@ -79,6 +79,13 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         }
     }
 
+    /// The live configuration this controller runs under (a clone shares
+    /// it): `config().current().autoscaler` is config-autoscaler now, and
+    /// `config().subscribe()` wakes on every change.
+    pub fn config(&self) -> LiveConfig {
+        self.config.clone()
+    }
+
     /// Run until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut events = self.store.watch();

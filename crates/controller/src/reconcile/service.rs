@@ -290,3 +290,42 @@ fn traffic_migrated(route: &Route, cfg: &Configuration) -> bool {
         key(&want) == key(got)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(generation: i64) -> Configuration {
+        serde_json::from_value(json!({
+            "metadata": {"name": "c", "namespace": "default", "uid": "cfg-uid", "generation": generation},
+            "spec": {"template": {"metadata": {"name": "c-v1"},
+                "spec": {"containers": [{"image": "a"}]}}}
+        }))
+        .unwrap()
+    }
+
+    fn rev(owner: &str, generation: &str, image: &str) -> Revision {
+        serde_json::from_value(json!({
+            "metadata": {"name": "c-v1", "namespace": "default",
+                "labels": {"serving.knative.dev/configurationGeneration": generation},
+                "ownerReferences": [{"apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
+                    "name": "c", "uid": owner, "controller": true}]},
+            "spec": {"containers": [{"image": image}]}
+        }))
+        .unwrap()
+    }
+
+    /// CheckNameAvailability: the cases behind RevisionNameTaken.
+    #[test]
+    fn byo_name_conflicts() {
+        // Someone else's revision.
+        assert!(conflicts(&cfg(1), &rev("other-uid", "1", "a")));
+        // Ours, for this generation.
+        assert!(!conflicts(&cfg(1), &rev("cfg-uid", "1", "a")));
+        // Ours, an older generation with the same spec: reused.
+        assert!(!conflicts(&cfg(2), &rev("cfg-uid", "1", "a")));
+        // Ours, an older generation with another spec: taken.
+        assert!(conflicts(&cfg(2), &rev("cfg-uid", "1", "b")));
+    }
+}
