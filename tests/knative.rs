@@ -739,25 +739,24 @@ async fn hand_edits_of_owned_objects_are_reverted_and_recorded() {
         "{events}"
     );
     // Once the Service has caught up again.
-    let deadline = std::time::Instant::now() + WAIT;
-    let described = loop {
-        let d = stdout(&skiff.cli(&["describe", "ksvc", "hello"]));
-        if d.contains("++ ConfigurationsReady") && d.contains("100%  @latest") {
-            break d;
-        }
-        assert!(std::time::Instant::now() < deadline, "{d}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    for want in [
+    let wants = [
         "Name:         hello",
         "URL:          http://hello.default.127.0.0.1.sslip.io",
         "100%  @latest (hello-00001) [1]",
         "++ Ready",
         "++ ConfigurationsReady",
+        "++ RoutesReady",
         "Warning   Recreated",
         "Created Revision \"hello-00001\"",
-    ] {
-        assert!(described.contains(want), "{want}\n{described}");
+    ];
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let d = stdout(&skiff.cli(&["describe", "ksvc", "hello"]));
+        if wants.iter().all(|w| d.contains(w)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

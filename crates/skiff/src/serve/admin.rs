@@ -431,7 +431,8 @@ async fn create(
 fn with_warnings(warnings: &[String]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for w in warnings {
-        let text = format!("299 - {:?}", w.replace('\n', " "));
+        let quoted = serde_json::to_string(&w.replace('\n', " ")).unwrap_or_default();
+        let text = format!("299 - {quoted}");
         if let Ok(v) = header::HeaderValue::from_str(&text) {
             h.append(header::WARNING, v);
         }
