@@ -32,14 +32,19 @@ async fn knative_sample_yaml_runs_and_answers_through_the_gateway() {
         assert_eq!(condition(&svc, c).0, "True", "{c}");
     }
 
-    // A real client, the external host, and the cluster-local host.
+    // A real client, the external host, and the cluster-local host (on the
+    // cluster-local listener only).
     let (code, status, body) = curl(&skiff.url("/"), HELLO_HOST, &[]);
     assert_eq!(
         (code, status.as_str(), body.as_str()),
         (0, "200", "Hello World!\n")
     );
-    let local = get(&skiff.url("/"), "hello.default.svc.cluster.local").await;
+    let local = get(&skiff.local_url("/"), "hello.default.svc.cluster.local").await;
     assert_eq!((local.status, local.body.as_str()), (200, "Hello World!\n"));
+    let not_external = get(&skiff.url("/"), "hello.default.svc.cluster.local").await;
+    assert_eq!(not_external.status, 404);
+    let not_local = get(&skiff.local_url("/"), HELLO_HOST).await;
+    assert_eq!(not_local.status, 404);
     let with_port = get(&skiff.url("/"), &format!("{HELLO_HOST}:80")).await;
     assert_eq!(with_port.status, 200);
 

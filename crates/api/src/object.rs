@@ -94,9 +94,35 @@ pub static ROUTE: ResourceKind = ResourceKind {
     namespaced: true,
 };
 
-/// Every kind the store accepts, in the order a multi-document apply writes
-/// them (referenced kinds first).
-pub static KINDS: &[&ResourceKind] = &[&SERVICE, &CONFIGURATION, &REVISION, &ROUTE];
+pub static CONFIGMAP: ResourceKind = ResourceKind {
+    group: "",
+    version: "v1",
+    kind: "ConfigMap",
+    plural: "configmaps",
+    singular: "configmap",
+    short_names: &["cm"],
+    namespaced: true,
+};
+pub static EVENT: ResourceKind = ResourceKind {
+    group: "",
+    version: "v1",
+    kind: "Event",
+    plural: "events",
+    singular: "event",
+    short_names: &["ev"],
+    namespaced: true,
+};
+
+/// Every kind the store accepts; configuration first, then the Knative kinds
+/// (referenced kinds first), then events.
+pub static KINDS: &[&ResourceKind] = &[
+    &CONFIGMAP,
+    &SERVICE,
+    &CONFIGURATION,
+    &REVISION,
+    &ROUTE,
+    &EVENT,
+];
 
 /// The kind for an `apiVersion` + `kind` pair, if Skiff serves it.
 pub fn lookup(api_version: &str, kind: &str) -> Option<&'static ResourceKind> {
