@@ -32,14 +32,19 @@ async fn knative_sample_yaml_runs_and_answers_through_the_gateway() {
         assert_eq!(condition(&svc, c).0, "True", "{c}");
     }
 
-    // A real client, the external host, and the cluster-local host.
+    // A real client, the external host, and the cluster-local host (on the
+    // cluster-local listener only).
     let (code, status, body) = curl(&skiff.url("/"), HELLO_HOST, &[]);
     assert_eq!(
         (code, status.as_str(), body.as_str()),
         (0, "200", "Hello World!\n")
     );
-    let local = get(&skiff.url("/"), "hello.default.svc.cluster.local").await;
+    let local = get(&skiff.local_url("/"), "hello.default.svc.cluster.local").await;
     assert_eq!((local.status, local.body.as_str()), (200, "Hello World!\n"));
+    let not_external = get(&skiff.url("/"), "hello.default.svc.cluster.local").await;
+    assert_eq!(not_external.status, 404);
+    let not_local = get(&skiff.local_url("/"), HELLO_HOST).await;
+    assert_eq!(not_local.status, 404);
     let with_port = get(&skiff.url("/"), &format!("{HELLO_HOST}:80")).await;
     assert_eq!(with_port.status, 200);
 
@@ -610,5 +615,36 @@ async fn pooled_connections_closed_by_the_app_are_retried_transparently() {
         assert_eq!(r.status, 200, "request {i}: {r:?}");
         // Gaps around the app's idle timeout.
         tokio::time::sleep(Duration::from_millis(130 + (i % 5) * 10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_apps_are_spoken_to_in_http2() {
+    let skiff = Skiff::start();
+    let yaml = manifests::autoscale("grpcish", &[], &[]).replace(
+        "        - image: gcr.io/knative-samples/autoscale-go\n",
+        "        - image: gcr.io/knative-samples/autoscale-go\n          ports: [{name: h2c, containerPort: 8080}]\n",
+    );
+    skiff.apply(&yaml);
+    skiff.wait_ready("ksvc", "grpcish");
+    let host = "grpcish.default.127.0.0.1.sslip.io";
+    // An HTTP/1.1 client; the gateway speaks HTTP/2 to the app, which sees
+    // the authority in the request line.
+    let r = get(&skiff.url("/headers?x=1"), host).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let headers: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(headers[":authority"], host, "{headers}");
+    assert_eq!(headers[":path"], "/headers?x=1");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    // Several concurrent requests share the multiplexed connection.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = skiff.url("/?sleep=50");
+        tasks.push(tokio::spawn(async move {
+            get(&url, "grpcish.default.127.0.0.1.sslip.io").await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
     }
 }

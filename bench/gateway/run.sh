@@ -353,7 +353,7 @@ run_skiff() {
     free_port adm
     data=$TMP/skiff-data
     start_bg pid "$LOGS/skiff-serve.log" \
-        "$SKIFF_BIN" serve --data-dir "$data" --listen "127.0.0.1:$gw" --admin "127.0.0.1:$adm"
+        "$SKIFF_BIN" serve --data-dir "$data" --listen "127.0.0.1:$gw" --local-listen 127.0.0.1:0 --admin "127.0.0.1:$adm"
     STOP_TIMEOUT[$pid]=40 # it drains for up to 30 s
     if ! wait_listen "$gw" "$pid" 30 || ! wait_listen "$adm" "$pid" 30; then
         FAIL_REASON="skiff serve did not listen (see logs/skiff-serve.log)"

@@ -29,6 +29,8 @@ pub struct Skiff {
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub gateway: SocketAddr,
+    /// The cluster-local listener (`*.svc.cluster.local` names).
+    pub local_gateway: SocketAddr,
     pub admin: String,
     pub stdout_path: PathBuf,
 }
@@ -57,7 +59,15 @@ impl Skiff {
         let stdout_path = dir.join(format!("serve-{}.out", unique()));
         let out = std::fs::File::create(&stdout_path).expect("serve log");
         let child = Command::new(skiff_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--local-listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("SKIFF_DATA_DIR", dir)
             .env("SKIFF_LOG", "info")
@@ -87,11 +97,18 @@ impl Skiff {
             .trim_start_matches("http://")
             .parse()
             .unwrap();
+        let local_gateway = info["local_gateway"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
         Skiff {
             child: Some(child),
             dir: dir.to_path_buf(),
             _tmp: None,
             gateway,
+            local_gateway,
             admin: info["admin"].as_str().unwrap().to_string(),
             stdout_path,
         }
@@ -195,6 +212,11 @@ impl Skiff {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.gateway)
+    }
+
+    /// A URL on the cluster-local listener.
+    pub fn local_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.local_gateway)
     }
 
     /// Send SIGTERM and wait for the server to exit; returns its exit status.

@@ -6,17 +6,22 @@
 //! proxy and the CLI all speak these types.
 
 pub mod admission;
+pub mod apply;
 pub mod condition;
 pub mod config;
+pub mod core;
 pub mod field_error;
+pub mod go;
 pub mod istio;
 pub mod labels;
 pub mod meta;
 pub mod names;
 pub mod object;
 pub mod parse;
+pub mod quantity;
 pub mod secret;
 pub mod serving;
+pub mod template;
 
 pub use condition::{Condition, ConditionStatus};
 pub use field_error::FieldError;

@@ -100,9 +100,29 @@ pub static ROUTE: ResourceKind = ResourceKind {
     namespaced: true,
 };
 
-/// Every kind the store accepts, in the order a multi-document apply writes
-/// them (referenced kinds first).
+pub static CONFIGMAP: ResourceKind = ResourceKind {
+    group: "",
+    version: "v1",
+    kind: "ConfigMap",
+    plural: "configmaps",
+    singular: "configmap",
+    short_names: &["cm"],
+    namespaced: true,
+};
+pub static EVENT: ResourceKind = ResourceKind {
+    group: "",
+    version: "v1",
+    kind: "Event",
+    plural: "events",
+    singular: "event",
+    short_names: &["ev"],
+    namespaced: true,
+};
+
+/// Every kind the store accepts; configuration first, then the Knative kinds
+/// (referenced kinds first), Secrets and Istio's, then events.
 pub static KINDS: &[&ResourceKind] = &[
+    &CONFIGMAP,
     &SERVICE,
     &CONFIGURATION,
     &REVISION,
@@ -113,6 +133,7 @@ pub static KINDS: &[&ResourceKind] = &[
     &crate::istio::VIRTUAL_SERVICE,
     &crate::istio::PEER_AUTHENTICATION,
     &crate::istio::AUTHORIZATION_POLICY,
+    &EVENT,
 ];
 
 /// The kind for an `apiVersion` + `kind` pair, if Skiff serves it.

@@ -162,18 +162,7 @@ pub fn admit(
         .to_typed()
         .map_err(|e| FieldError::new(e.message, &[e.path.as_str()]))?;
     let mut errs = FieldError::default();
-    let n = &s.metadata.name;
-    if !n.is_empty()
-        && (n.len() > 253
-            || n.bytes().any(|b| b.is_ascii_uppercase())
-            || crate::istio::check::fqdn(n).is_err()
-            || n.ends_with('.'))
-    {
-        errs.push(FieldError::invalid_value(
-            format!("{n:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
-            "metadata.name",
-        ));
-    }
+    errs.push(crate::istio::validate_name(&s.metadata.name));
     for (k, v) in &s.data {
         if !is_valid_key(k) {
             errs.push(FieldError::invalid_key_name(k, "data").with_details(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use skiff_api::labels;
-use skiff_api::meta::{ObjectMeta, OwnerReference};
+use skiff_api::meta::{self, ObjectMeta, OwnerReference};
 use skiff_api::object::Resource;
 use skiff_api::serving::{
     Configuration, ConfigurationSpec, Revision, Route, RouteSpec, Service, TrafficTarget,
@@ -26,7 +26,9 @@ const ROLLOUT_DURATION_KEYS: [&str; 2] = [
     "serving.knative.dev/rolloutDuration",
 ];
 
-pub fn make_configuration(svc: &Service) -> Configuration {
+/// The Configuration of `svc`; the routes annotation keeps the routes the
+/// labeler added to `existing` (MakeConfigurationFromExisting).
+pub fn make_configuration(svc: &Service, existing: Option<&Configuration>) -> Configuration {
     let m = &svc.metadata;
     let mut labels = m.labels.clone();
     labels.insert(labels::SERVICE.into(), m.name.clone());
@@ -36,7 +38,12 @@ pub fn make_configuration(svc: &Service) -> Configuration {
     for k in ROLLOUT_DURATION_KEYS {
         annotations.remove(k);
     }
-    annotations.insert(labels::ROUTES_ANNOTATION.into(), m.name.clone());
+    let mut routes = existing
+        .map(|c| crate::labeler::routes_of(&c.metadata))
+        .unwrap_or_default();
+    routes.insert(m.name.clone());
+    let routes: Vec<String> = routes.into_iter().collect();
+    annotations.insert(labels::ROUTES_ANNOTATION.into(), routes.join(","));
     Configuration {
         metadata: ObjectMeta {
             name: m.name.clone(),
@@ -48,6 +55,7 @@ pub fn make_configuration(svc: &Service) -> Configuration {
         },
         spec: ConfigurationSpec {
             template: svc.spec.template.clone(),
+            ..Default::default()
         },
         ..Default::default()
     }
@@ -81,11 +89,18 @@ pub fn make_route(svc: &Service) -> Route {
             owner_references: vec![owner_ref(svc)],
             ..Default::default()
         },
-        spec: RouteSpec { traffic },
+        spec: RouteSpec {
+            traffic,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
 
+/// The Revision of `cfg`'s current generation (MakeRevision): the template's
+/// metadata and spec, Knative's labels, the creator from the
+/// Configuration's last modifier, and the routing state (`active` when the
+/// Configuration is already routed, else `pending`).
 pub fn make_revision(cfg: &Configuration, name: &str) -> Revision {
     let m = &cfg.metadata;
     let template = &cfg.spec.template;
@@ -102,9 +117,19 @@ pub fn make_revision(cfg: &Configuration, name: &str) -> Revision {
         }
     }
     let mut annotations = template.metadata.annotations.clone();
-    if let Some(routes) = m.annotation(labels::ROUTES_ANNOTATION) {
-        annotations.insert(labels::ROUTES_ANNOTATION.into(), routes.to_string());
+    if let Some(modifier) = m.annotation(labels::LAST_MODIFIER) {
+        annotations.insert(labels::CREATOR.into(), modifier.to_string());
     }
+    let now = meta::now();
+    let state = match m.annotation(labels::ROUTES_ANNOTATION) {
+        Some(routes) => {
+            annotations.insert(labels::ROUTES_ANNOTATION.into(), routes.to_string());
+            crate::labeler::ACTIVE
+        }
+        None => crate::labeler::PENDING,
+    };
+    labels.insert(labels::ROUTING_STATE.into(), state.into());
+    annotations.insert(labels::ROUTING_STATE_MODIFIED.into(), now);
     Revision {
         metadata: ObjectMeta {
             name: name.to_string(),
@@ -119,14 +144,24 @@ pub fn make_revision(cfg: &Configuration, name: &str) -> Revision {
     }
 }
 
-/// True when `actual` (as stored) differs from `desired` in what the owner
-/// controls: labels, annotations, owner references and spec.
-pub fn drifted<T: Resource>(actual: &T, desired: &T) -> bool {
+/// What differs between `actual` (as stored) and `desired` in what the owner
+/// controls: spec, labels, annotations, owner references (empty when equal).
+pub fn drift<T: Resource>(actual: &T, desired: &T) -> Vec<&'static str> {
     let (a, d) = (actual.to_dynamic(), desired.to_dynamic());
-    a.metadata.labels != d.metadata.labels
-        || a.metadata.annotations != d.metadata.annotations
-        || a.metadata.owner_references != d.metadata.owner_references
-        || a.body.get("spec") != d.body.get("spec")
+    let mut out = Vec::new();
+    if a.body.get("spec") != d.body.get("spec") {
+        out.push("spec");
+    }
+    if a.metadata.labels != d.metadata.labels {
+        out.push("labels");
+    }
+    if a.metadata.annotations != d.metadata.annotations {
+        out.push("annotations");
+    }
+    if a.metadata.owner_references != d.metadata.owner_references {
+        out.push("ownerReferences");
+    }
+    out
 }
 
 /// `desired`, carrying `actual`'s identity (for an update of `actual`).

@@ -9,7 +9,11 @@
 //! Kubernetes API later.
 
 mod children;
+pub mod config;
 mod drain;
+pub mod events;
+pub mod gc;
+pub mod labeler;
 pub mod network;
 mod queue;
 mod reconcile;
@@ -22,16 +26,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_api::ObjectKey;
+use skiff_api::config::SYSTEM_NAMESPACE;
 use skiff_api::labels;
-use skiff_api::object::{self, CONFIGURATION, REVISION, ROUTE, SERVICE};
+use skiff_api::object::{self, CONFIGMAP, CONFIGURATION, EVENT, REVISION, ROUTE, SERVICE};
 use skiff_api::serving::{Revision, Route};
 use skiff_proxy::{EndpointRegistry, Gateway};
 use skiff_runtime::{RevisionState, Runtime, RuntimeState};
 use skiff_store::{Event, EventType, Store, TypedStore};
 use tokio::sync::broadcast::error::RecvError;
 
+pub use config::LiveConfig;
 pub use drain::GatewayDrainer;
-pub use network::NetworkConfig;
 
 use queue::WorkQueue;
 use reconcile::Ctx;
@@ -43,12 +48,13 @@ pub struct Controller<S: Store, R: Runtime> {
     store: S,
     runtime: Arc<R>,
     gateway: Arc<Gateway>,
-    network: NetworkConfig,
+    config: LiveConfig,
     registry: Arc<Mutex<EndpointRegistry>>,
     queue: WorkQueue,
     routing_dirty: bool,
     table_version: u64,
     runtime_state: Arc<RuntimeState>,
+    derived: Mutex<std::collections::HashMap<ObjectKey, String>>,
 }
 
 impl<S: Store, R: Runtime> Controller<S, R> {
@@ -57,19 +63,27 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         runtime: Arc<R>,
         gateway: Arc<Gateway>,
         registry: Arc<Mutex<EndpointRegistry>>,
-        network: NetworkConfig,
+        config: LiveConfig,
     ) -> Self {
         Controller {
             store,
             runtime,
             gateway,
-            network,
+            config,
             registry,
             queue: WorkQueue::default(),
             routing_dirty: true,
             table_version: 0,
             runtime_state: Arc::new(RuntimeState::default()),
+            derived: Mutex::new(Default::default()),
         }
+    }
+
+    /// The live configuration this controller runs under (a clone shares
+    /// it): `config().current().autoscaler` is config-autoscaler now, and
+    /// `config().subscribe()` wakes on every change.
+    pub fn config(&self) -> LiveConfig {
+        self.config.clone()
     }
 
     /// Run until `shutdown` resolves.
@@ -134,7 +148,14 @@ impl<S: Store, R: Runtime> Controller<S, R> {
     }
 
     async fn enqueue_all(&mut self) {
+        self.reload_config().await;
+        if let Err(e) = events::prune(&self.store).await {
+            tracing::warn!("cannot prune old events: {e}");
+        }
         for kind in object::KINDS {
+            if std::ptr::eq(*kind, &EVENT) || std::ptr::eq(*kind, &CONFIGMAP) {
+                continue;
+            }
             match self.store.list(kind, None).await {
                 Ok(objs) => {
                     for o in objs {
@@ -149,10 +170,34 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         self.routing_dirty = true;
     }
 
+    /// Load the configuration from the store's ConfigMaps; true if it
+    /// changed.
+    async fn reload_config(&mut self) -> bool {
+        match self.config.reload(&self.store).await {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::error!("keeping the previous configuration: {e}");
+                false
+            }
+        }
+    }
+
     /// Queue the changed object and everything whose state depends on it.
     async fn on_event(&mut self, ev: &Event) {
         let key = &ev.key;
         let meta = &ev.object.metadata;
+        if std::ptr::eq(key.kind, &EVENT) {
+            return;
+        }
+        if std::ptr::eq(key.kind, &CONFIGMAP) {
+            // A Knative ConfigMap changed: new defaults, domains, templates,
+            // GC settings. Everything is re-reconciled under them.
+            if key.namespace == SYSTEM_NAMESPACE && self.reload_config().await {
+                tracing::info!(configmap = %key.name, "configuration reloaded");
+                self.enqueue_all().await;
+            }
+            return;
+        }
         self.queue.add(key.clone());
         let ns = &key.namespace;
         let kind = key.kind;
@@ -189,11 +234,13 @@ impl<S: Store, R: Runtime> Controller<S, R> {
     }
 
     async fn reconcile(&mut self, key: ObjectKey) {
+        let config = self.config.current();
         let ctx = Ctx {
             store: &self.store,
             runtime: &*self.runtime,
-            network: &self.network,
+            config: &config,
             runtime_state: &self.runtime_state,
+            derived: &self.derived,
         };
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         let result = match key.kind.kind {
@@ -236,7 +283,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
                 &revisions,
                 &self.runtime_state,
                 &mut registry,
-                &self.network,
+                &self.config.current(),
             )
         };
         self.gateway.publish(table);

@@ -9,7 +9,9 @@ use skiff_api::serving::{Revision, Route};
 use skiff_proxy::{EndpointKey, EndpointRegistry, RoutingTable, TableBuilder};
 use skiff_runtime::{Phase, RuntimeState};
 
-use crate::network::NetworkConfig;
+use skiff_api::config::ClusterConfig;
+
+use crate::network;
 use crate::traffic;
 
 pub fn build(
@@ -18,7 +20,7 @@ pub fn build(
     revisions: &[Revision],
     runtime: &RuntimeState,
     registry: &mut EndpointRegistry,
-    network: &NetworkConfig,
+    config: &ClusterConfig,
 ) -> RoutingTable {
     let mut b = TableBuilder::new(version);
     let timeouts: HashMap<String, Duration> = revisions
@@ -75,7 +77,14 @@ pub fn build(
         }
         let ns = &route.metadata.namespace;
         for group in traffic::groups_of(&status.traffic) {
-            let hosts = network.hosts(&route.metadata, group.tag.as_deref());
+            let hosts = match network::group_hosts(config, &route.metadata, group.tag.as_deref()) {
+                Ok(h) => h,
+                Err(e) => {
+                    // The Route's status says ErrorConfig; nothing to serve.
+                    tracing::debug!(route = %route.metadata.name, "no hosts: {e}");
+                    continue;
+                }
+            };
             let targets: Vec<(String, u32)> = group
                 .targets
                 .iter()
@@ -85,6 +94,8 @@ pub fn build(
                 Some(t) => format!("{ns}/{} (tag {t})", route.metadata.name),
                 None => format!("{ns}/{}", route.metadata.name),
             };
+            // External hosts only on the external listener; every route's
+            // cluster-local names only on the local one.
             if let Some(ext) = &hosts.external {
                 b.route(&name, std::slice::from_ref(ext), false, &targets);
             }

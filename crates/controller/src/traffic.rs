@@ -405,4 +405,122 @@ mod tests {
         assert_eq!(r.status[0].percent, Some(100));
         assert_eq!(r.groups[0].targets, [("r-1".into(), 100)]);
     }
+
+    mod property {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use proptest::prelude::*;
+        use skiff_proxy::Split;
+
+        use super::*;
+
+        /// Percents from raw weights, summing to exactly 100 (largest
+        /// remainder), as admission guarantees for a spec.
+        fn percents(weights: &[u32]) -> Vec<i64> {
+            let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+            if total == 0 {
+                let mut p = vec![0; weights.len()];
+                p[0] = 100;
+                return p;
+            }
+            let exact: Vec<(u64, u64)> = weights
+                .iter()
+                .map(|w| (u64::from(*w) * 100 / total, u64::from(*w) * 100 % total))
+                .collect();
+            let mut p: Vec<i64> = exact.iter().map(|(q, _)| *q as i64).collect();
+            let mut rest = 100 - p.iter().sum::<i64>();
+            let mut order: Vec<usize> = (0..weights.len()).collect();
+            order.sort_by_key(|i| std::cmp::Reverse(exact[*i].1));
+            for i in order {
+                if rest == 0 {
+                    break;
+                }
+                p[i] += 1;
+                rest -= 1;
+            }
+            p
+        }
+
+        proptest! {
+            /// Whatever the spec, resolution plus the weighted split only
+            /// ever route to revisions the route names (per host: the main
+            /// host to all of them, a tag's host to its own), and over 10,000
+            /// requests each revision gets its configured share within 1 %.
+            #[test]
+            fn resolution_and_split_stay_in_the_route_and_keep_percentages(
+                n_revs in 1usize..5,
+                raw in proptest::collection::vec((0usize..5, 0u32..50, any::<bool>(), any::<bool>()), 1..7),
+                offset in 0usize..1000,
+            ) {
+                let revisions: HashMap<String, Revision> =
+                    (0..n_revs).map(|i| rev(&format!("s-{i:05}"), "s", "True")).collect();
+                let configurations = HashMap::from([cfg("s", Some("s-00000"), "True")]);
+                let lookup = Lookup { revisions: &revisions, configurations: &configurations };
+                let pct = percents(&raw.iter().map(|r| r.1).collect::<Vec<_>>());
+                let spec: Vec<TrafficTarget> = raw
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (rev_i, _, by_config, tagged))| {
+                        let tag = tagged.then(|| format!("t{i}"));
+                        if *by_config {
+                            target(None, Some("s"), pct[i], tag.as_deref())
+                        } else {
+                            let name = format!("s-{:05}", rev_i % n_revs);
+                            target(Some(&name), None, pct[i], tag.as_deref())
+                        }
+                    })
+                    .collect();
+                let resolved = resolve(&spec, Some("s"), &lookup).unwrap();
+                // What each target means: its revision.
+                let meant: Vec<String> = raw
+                    .iter()
+                    .map(|(rev_i, _, by_config, _)| {
+                        if *by_config { "s-00000".to_string() } else { format!("s-{:05}", rev_i % n_revs) }
+                    })
+                    .collect();
+                let mut configured: BTreeMap<String, i64> = BTreeMap::new();
+                for (m, p) in meant.iter().zip(&pct) {
+                    *configured.entry(m.clone()).or_default() += p;
+                }
+                let status_sum: i64 = resolved.status.iter().map(|t| t.percent.unwrap_or(0)).sum();
+                prop_assert_eq!(status_sum, 100);
+                for group in &resolved.groups {
+                    let allowed: BTreeSet<&String> = match &group.tag {
+                        None => meant.iter().collect(),
+                        Some(tag) => spec
+                            .iter()
+                            .zip(&meant)
+                            .filter(|(t, _)| t.tag.as_deref() == Some(tag.as_str()))
+                            .map(|(_, m)| m)
+                            .collect(),
+                    };
+                    let weights: Vec<u32> = group.targets.iter().map(|(_, w)| *w).collect();
+                    let split = Split::new(&weights);
+                    for _ in 0..offset {
+                        split.pick();
+                    }
+                    let mut counts: BTreeMap<&String, u32> = BTreeMap::new();
+                    for _ in 0..10_000 {
+                        let i = split.pick();
+                        prop_assert!(i < group.targets.len());
+                        let rev = &group.targets[i].0;
+                        prop_assert!(allowed.contains(rev), "{rev} is not in the route");
+                        *counts.entry(rev).or_default() += 1;
+                    }
+                    if group.tag.is_none() {
+                        for (rev, want) in &configured {
+                            let got = i64::from(counts.get(rev).copied().unwrap_or(0));
+                            prop_assert!(
+                                (got - want * 100).abs() <= 100,
+                                "{rev}: {got} of 10000, configured {want}%"
+                            );
+                        }
+                    } else if allowed.len() == 1 {
+                        // A tag's own host serves its revision fully, even at 0 %.
+                        prop_assert_eq!(counts.values().sum::<u32>(), 10_000);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@ fn runtime(dir: &Path) -> ProcessRuntime {
             logs_dir: dir.join("logs"),
             owner: dir.display().to_string(),
             images: ImageMap::default(),
+            env: Vec::new(),
         },
         Arc::new(NoDrain),
     )

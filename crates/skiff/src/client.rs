@@ -61,6 +61,10 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        // Who asks: Knative records it as the creator / last modifier.
+        if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+            req = req.header("impersonate-user", user);
+        }
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
@@ -84,6 +88,12 @@ impl Client {
         let body = body.map(serde_json::to_vec).transpose()?;
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
+        // Admission warnings, as client-go's default handler shows them.
+        for w in resp.headers().get_all(header::WARNING) {
+            if let Some(text) = w.to_str().ok().and_then(warning_text) {
+                eprintln!("Warning: {text}");
+            }
+        }
         let bytes = resp
             .into_body()
             .collect()
@@ -108,6 +118,12 @@ impl Client {
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Err(ServerError::from_status(status, &json, &bytes).into())
     }
+}
+
+/// The text of a `Warning: 299 - "text"` header.
+fn warning_text(h: &str) -> Option<String> {
+    let quoted = h.strip_prefix("299 - ")?;
+    serde_json::from_str::<String>(quoted).ok()
 }
 
 /// A Kubernetes `Status` failure from the server.

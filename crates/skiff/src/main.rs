@@ -16,6 +16,16 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline: no server, no async runtime.
+    if let Command::Validate(args) = &cli.command {
+        return match cli::validate::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The example apps run their own runtime.
     if let Command::Example { name } = &cli.command {
         return match name.as_str() {
@@ -57,6 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::run(serve::ServeOptions {
                 data_dir: data_dir.clone(),
                 listen: args.listen.clone(),
+                local_listen: args.local_listen.clone(),
                 admin: args.admin.clone(),
                 image_map: args.image_map.clone(),
                 gateway_threads: args.gateway_threads,
@@ -67,8 +78,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(args) => cli::apply::run(&client(), args).await,
         Command::Get(args) => cli::get::run(&client(), args).await,
         Command::Delete(args) => cli::delete::run(&client(), args).await,
+        Command::Describe(args) => cli::describe::run(&client(), args).await,
+        Command::Service(cmd) => cli::kn::service(&client(), cmd).await,
+        Command::Revision(cmd) => cli::kn::revision(&client(), cmd).await,
+        Command::Route(cmd) => cli::kn::route(&client(), cmd).await,
         Command::Logs(args) => cli::logs::run(&client(), args).await,
         Command::Analyze(args) => cli::analyze::run(client, args).await,
-        Command::Example { .. } => unreachable!("handled before the runtime starts"),
+        Command::Example { .. } | Command::Validate(_) => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }

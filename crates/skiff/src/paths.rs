@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_GATEWAY: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7780";
+/// The cluster-local listener (what Knative's cluster-local gateway is).
+pub const DEFAULT_LOCAL_GATEWAY: &str = "127.0.0.1:8081";
 
 /// `$SKIFF_DATA_DIR` is read by clap; this is the fallback:
 /// `$XDG_DATA_HOME/skiff`, else `~/.local/share/skiff`.
@@ -38,8 +40,11 @@ pub fn logs_dir(data_dir: &Path) -> PathBuf {
 pub struct ServerInfo {
     /// Admin API base URL.
     pub admin: String,
-    /// Gateway base URL.
+    /// Gateway base URL (external routes).
     pub gateway: String,
+    /// Cluster-local listener base URL (`*.svc.cluster.local` names).
+    #[serde(default)]
+    pub local_gateway: String,
     pub pid: u32,
 }
 

@@ -314,16 +314,25 @@ fn insert_new(
     m.resource_version = rv.to_string();
     m.creation_timestamp = Some(meta::now());
     m.deletion_timestamp = None;
-    write_row(tx, &key, &obj, *rv)?;
+    persist(tx, key, obj, *rv, EventType::Added, events)
+}
+
+/// Write the row and queue the watch event for a committed change.
+fn persist(
+    tx: &Transaction<'_>,
+    key: ObjectKey,
+    obj: DynamicObject,
+    rv: u64,
+    event: EventType,
+    events: &mut Vec<Event>,
+) -> Result<Committed, StoreError> {
+    write_row(tx, &key, &obj, rv)?;
     events.push(Event {
-        event: EventType::Added,
+        event,
         key,
         object: Arc::new(obj.clone()),
     });
-    Ok(Committed {
-        event: EventType::Added,
-        object: obj,
-    })
+    Ok(Committed { event, object: obj })
 }
 
 fn update(
@@ -377,16 +386,7 @@ fn update(
     }
     *rv += 1;
     next.metadata.resource_version = rv.to_string();
-    write_row(tx, &key, &next, *rv)?;
-    events.push(Event {
-        event: EventType::Modified,
-        key,
-        object: Arc::new(next.clone()),
-    });
-    Ok(Committed {
-        event: EventType::Modified,
-        object: next,
-    })
+    persist(tx, key, next, *rv, EventType::Modified, events)
 }
 
 fn write_row(

@@ -273,19 +273,11 @@ pub fn percent(v: i64) -> Result<(), String> {
 
 /// A Kubernetes label key (`[prefix/]name`) and value.
 pub fn label(key: &str, value: &str) -> Result<(), String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    if let Some(p) = prefix
-        && (p.is_empty() || p.len() > 253 || fqdn(&p.to_ascii_lowercase()).is_err())
-    {
+    use crate::admission::names::qualified_name;
+    if !qualified_name(key).is_empty() {
         return Err(format!("invalid label key {key:?}"));
     }
-    if !crate::admission::is_qualified_name(name) {
-        return Err(format!("invalid label key {key:?}"));
-    }
-    if !value.is_empty() && !crate::admission::is_qualified_name(value) {
+    if !value.is_empty() && (value.contains('/') || !qualified_name(value).is_empty()) {
         return Err(format!("invalid label value {value:?} for key {key:?}"));
     }
     Ok(())

@@ -5,89 +5,16 @@
 
 use std::time::Duration;
 
-/// Parse a Go duration. Negative durations are rejected: no Istio field takes
-/// one. Errors read like Go's (`time: invalid duration "x"`).
+use crate::go;
+
+/// Parse a Go duration (`crate::go::parse_duration`). Negative durations
+/// are rejected: no Istio field takes one. Errors read like Go's.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let quoted = || format!("{s:?}");
-    let mut rest = s;
-    let mut neg = false;
-    if let Some(r) = rest.strip_prefix('-') {
-        neg = true;
-        rest = r;
-    } else if let Some(r) = rest.strip_prefix('+') {
-        rest = r;
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(format!("time: invalid duration {}", quoted()));
-    }
-    let mut total: u128 = 0; // nanoseconds
-    while !rest.is_empty() {
-        // Integer part.
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let (int_digits, after) = rest.split_at(int_len);
-        rest = after;
-        let mut frac_digits = "";
-        if let Some(r) = rest.strip_prefix('.') {
-            let n = r.bytes().take_while(u8::is_ascii_digit).count();
-            frac_digits = &r[..n];
-            rest = &r[n..];
-            if int_digits.is_empty() && frac_digits.is_empty() {
-                return Err(format!("time: invalid duration {}", quoted()));
-            }
-        } else if int_digits.is_empty() {
-            return Err(format!("time: invalid duration {}", quoted()));
-        }
-        let unit_len = rest
-            .char_indices()
-            .find(|(_, c)| *c == '.' || c.is_ascii_digit())
-            .map_or(rest.len(), |(i, _)| i);
-        let (unit, after) = rest.split_at(unit_len);
-        rest = after;
-        if unit.is_empty() {
-            return Err(format!("time: missing unit in duration {}", quoted()));
-        }
-        let scale: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => {
-                return Err(format!(
-                    "time: unknown unit {unit:?} in duration {}",
-                    quoted()
-                ));
-            }
-        };
-        let overflow = || format!("time: invalid duration {}", quoted());
-        let int: u128 = if int_digits.is_empty() {
-            0
-        } else {
-            int_digits.parse().map_err(|_| overflow())?
-        };
-        let mut nanos = int.checked_mul(scale).ok_or_else(overflow)?;
-        // Fractional part, truncated to nanoseconds as Go does.
-        let mut place = scale;
-        for d in frac_digits.bytes() {
-            place /= 10;
-            if place == 0 {
-                break;
-            }
-            nanos += u128::from(d - b'0') * place;
-        }
-        total = total.checked_add(nanos).ok_or_else(overflow)?;
-        if total > i64::MAX as u128 {
-            return Err(overflow());
-        }
-    }
-    if neg && total > 0 {
+    let d = go::parse_duration(s)?;
+    if d.0 < 0 {
         return Err(format!("negative duration {s:?} is not allowed"));
     }
-    Ok(Duration::from_nanos(total as u64))
+    Ok(d.to_std())
 }
 
 /// Istio's `ValidateDuration`: at least 1 ms and a whole number of
@@ -111,43 +38,7 @@ pub fn parse_checked(s: &str) -> Result<Duration, String> {
 
 /// A duration as Go prints it (`1h2m3.5s`, `300ms`), for messages.
 pub fn format(d: Duration) -> String {
-    let n = d.as_nanos();
-    if n == 0 {
-        return "0s".to_string();
-    }
-    if n < 1_000 {
-        return format!("{n}ns");
-    }
-    if n < 1_000_000 {
-        return format!("{}µs", trim_frac(n, 1_000));
-    }
-    if n < 1_000_000_000 {
-        return format!("{}ms", trim_frac(n, 1_000_000));
-    }
-    let secs = n / 1_000_000_000;
-    let sub = n % 1_000_000_000;
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    out.push_str(&trim_frac(s * 1_000_000_000 + sub, 1_000_000_000));
-    out.push('s');
-    out
-}
-
-fn trim_frac(n: u128, unit: u128) -> String {
-    let whole = n / unit;
-    let frac = n % unit;
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let width = unit.ilog10() as usize;
-    let digits = format!("{frac:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
+    go::format_duration(go::GoDuration::from_std(d).0)
 }
 
 #[cfg(test)]

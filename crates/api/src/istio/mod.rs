@@ -118,24 +118,18 @@ fn typed<T: DeserializeOwned>(obj: &DynamicObject) -> Result<T, FieldError> {
 }
 
 /// Kubernetes object names (DNS-1123 subdomain), as the API server checks.
-fn validate_name(obj: &DynamicObject) -> FieldError {
-    let n = &obj.metadata.name;
-    if n.is_empty() {
+pub(crate) fn validate_name(name: &str) -> FieldError {
+    let msgs = crate::admission::names::dns1123_subdomain(name);
+    if name.is_empty() || msgs.is_empty() {
         return FieldError::default();
     }
-    if n.len() > 253
-        || check::fqdn(n).is_err()
-        || n.bytes().any(|b| b.is_ascii_uppercase())
-        || n.ends_with('.')
-    {
-        return FieldError::invalid_value(
-            format!(
-                "{n:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-            ),
-            "metadata.name",
-        );
-    }
-    FieldError::default()
+    FieldError::invalid_value(
+        format!(
+            "{name:?}: not a DNS 1123 subdomain: {}",
+            crate::admission::names::go_list(&msgs)
+        ),
+        "metadata.name",
+    )
 }
 
 /// Validate an Istio object and return it as stored (typed round trip:
@@ -150,7 +144,7 @@ pub fn admit(obj: &DynamicObject) -> Result<DynamicObject, FieldError> {
         obj: &DynamicObject,
         errs: FieldError,
     ) -> Result<DynamicObject, FieldError> {
-        let errs = validate_name(obj).also(errs);
+        let errs = validate_name(&obj.metadata.name).also(errs);
         if errs.has_errors() {
             return Err(errs);
         }

@@ -32,6 +32,9 @@ resource!(Configuration, CONFIGURATION);
 pub struct ConfigurationSpec {
     #[serde(default)]
     pub template: RevisionTemplateSpec,
+    /// Fields Knative does not define (refused by admission).
+    #[serde(flatten)]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

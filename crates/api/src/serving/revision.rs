@@ -50,6 +50,9 @@ pub struct RevisionTemplateSpec {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: RevisionSpec,
+    /// Fields Knative does not define (refused by admission).
+    #[serde(flatten)]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

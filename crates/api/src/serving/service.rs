@@ -36,6 +36,9 @@ pub struct ServiceSpec {
     pub template: RevisionTemplateSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Vec<TrafficTarget>>,
+    /// Fields Knative does not define (refused by admission).
+    #[serde(flatten)]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -108,7 +108,16 @@ impl Supervisor {
             }
         };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut env: Vec<(String, String)> = w.env.clone();
+        // Skiff's instance environment first, so the container's env wins.
+        let mut env: Vec<(String, String)> = self
+            .inner
+            .config
+            .env
+            .iter()
+            .filter(|(k, _)| !w.env.iter().any(|(ck, _)| ck == k))
+            .cloned()
+            .collect();
+        env.extend(w.env.iter().cloned());
         env.extend([
             ("PORT".to_string(), port.to_string()),
             ("K_SERVICE".to_string(), w.service.clone()),

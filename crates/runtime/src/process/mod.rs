@@ -31,6 +31,9 @@ pub struct ProcessRuntimeConfig {
     /// killed predecessor with the same owner are reaped at start.
     pub owner: String,
     pub images: ImageMap,
+    /// Environment every instance gets (the container's `env` wins), e.g.
+    /// the proxy variables that point at the cluster-local listener.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Clone)]

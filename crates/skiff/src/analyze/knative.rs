@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use skiff_api::config::ClusterConfig;
 use skiff_api::config::autoscaler::annotations;
 use skiff_api::labels;
 use skiff_api::meta::ObjectMeta;
 use skiff_api::serving::{Revision, TrafficTarget};
-use skiff_controller::NetworkConfig;
+use skiff_controller::network::group_hosts;
 use skiff_proxy::istio::policy::revision_labels;
 
 use super::Objects;
@@ -106,10 +107,7 @@ pub struct Knative {
 }
 
 impl Knative {
-    pub fn new(objs: &Objects, domain: &str) -> Knative {
-        let net = NetworkConfig {
-            domain: domain.to_string(),
-        };
+    pub fn new(objs: &Objects, cfg: &ClusterConfig) -> Knative {
         let mut kn = Knative::default();
         let revisions_in = |ns: &str, pred: &dyn Fn(&Revision) -> bool| -> Vec<RevisionFacts> {
             objs.revisions
@@ -126,7 +124,10 @@ impl Knative {
             let mut tags: Vec<Option<&str>> = vec![None];
             tags.extend(traffic.iter().filter_map(|t| t.tag.as_deref()).map(Some));
             for tag in tags {
-                let h = net.hosts(meta, tag);
+                // A route whose hosts cannot be made serves nothing.
+                let Ok(h) = group_hosts(cfg, meta, tag) else {
+                    continue;
+                };
                 for host in h.external.iter().chain(h.local.iter()) {
                     kn.hosts.entry(host.clone()).or_insert(idx);
                 }
@@ -209,13 +210,11 @@ mod tests {
 
     #[test]
     fn hosts_and_revisions() {
-        let o = objects(&ksvc(
-            "hello",
-            2,
-            10,
-            "autoscaling.knative.dev/max-scale: '3'",
+        let o = objects(&format!(
+            "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-domain, namespace: knative-serving}}\ndata: {{example.com: ''}}\n",
+            ksvc("hello", 2, 10, "autoscaling.knative.dev/max-scale: '3'")
         ));
-        let kn = Knative::new(&o, "example.com");
+        let kn = Knative::new(&o, &o.cluster_config());
         for h in [
             "hello.default.example.com",
             "hello.default.svc.cluster.local",
@@ -239,7 +238,7 @@ mod tests {
             10,
             "autoscaling.knative.dev/max-scale: '3'",
         ));
-        let r = &Knative::new(&o, "example.com").routes[0];
+        let r = &Knative::new(&o, &o.cluster_config()).routes[0];
         assert!(!r.revisions_known);
         assert_eq!(r.revisions[0].declared_capacity(), Some(30));
     }

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use skiff_api::DynamicObject;
+use skiff_api::config::{ClusterConfig, SYSTEM_NAMESPACE};
+use skiff_api::core::ConfigMap;
 use skiff_api::istio::{
     AuthorizationPolicy, DestinationRule, Gateway, PeerAuthentication, VirtualService,
 };
@@ -117,6 +119,8 @@ pub struct Objects {
     pub peer_authentications: Vec<PeerAuthentication>,
     pub authorization_policies: Vec<AuthorizationPolicy>,
     pub secrets: Vec<Secret>,
+    /// Knative's configuration (config-domain, config-network, ...).
+    pub configmaps: Vec<ConfigMap>,
     /// Objects that could not be read: (identity, why).
     pub unreadable: Vec<(String, String)>,
 }
@@ -162,18 +166,39 @@ impl Objects {
                 (_, "PeerAuthentication") => push!(peer_authentications),
                 (_, "AuthorizationPolicy") => push!(authorization_policies),
                 (_, "Secret") => push!(secrets),
+                (_, "ConfigMap") => push!(configmaps),
                 _ => {}
             }
         }
         o
+    }
+
+    /// The cluster configuration the Knative ConfigMaps among the objects
+    /// make (those that do not parse are left out; defaults otherwise).
+    pub fn cluster_config(&self) -> ClusterConfig {
+        let mut maps = BTreeMap::new();
+        for cm in self
+            .configmaps
+            .iter()
+            .filter(|c| c.metadata.namespace == SYSTEM_NAMESPACE)
+        {
+            if skiff_api::config::validate_configmap(
+                &cm.metadata.name,
+                &cm.data,
+                &cm.metadata.annotations,
+            )
+            .is_ok()
+            {
+                maps.insert(cm.metadata.name.clone(), cm.data.clone());
+            }
+        }
+        ClusterConfig::from_configmaps(&maps).unwrap_or_default()
     }
 }
 
 /// Facts the objects do not carry.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Domain of external route URLs (config-domain).
-    pub domain: String,
     /// Idle timeout of a load balancer in front of the gateway (AWS NLB:
     /// 350 s); `None`: no load balancer.
     pub lb_idle_timeout: Option<Duration>,
@@ -188,7 +213,6 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            domain: skiff_controller::NetworkConfig::default().domain,
             lb_idle_timeout: Some(Duration::from_secs(350)),
             downstream_keepalive_idle: skiff_proxy::listeners::DEFAULT_KEEPALIVE_IDLE,
             upstream_keepalive: Duration::from_secs(5),
@@ -199,7 +223,7 @@ impl Default for Settings {
 
 /// Run every rule. Findings come sorted: errors first, then by object.
 pub fn analyze(objs: &Objects, settings: &Settings) -> Vec<Finding> {
-    let kn = Knative::new(objs, &settings.domain);
+    let kn = Knative::new(objs, &objs.cluster_config());
     let mut out: Vec<Finding> = objs
         .unreadable
         .iter()

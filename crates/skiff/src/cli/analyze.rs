@@ -45,7 +45,7 @@ fn from_files(args: &AnalyzeArgs) -> anyhow::Result<(Vec<DynamicObject>, Vec<Str
     let mut objs = Vec::new();
     let mut errors = Vec::new();
     let ns = args.namespace.as_deref().unwrap_or("default");
-    for (name, text) in super::apply::sources(&args.files)? {
+    for (name, text) in super::apply::sources(&args.files, false)? {
         match skiff_api::parse::parse_manifest(&name, &text, ns) {
             Ok(docs) => objs.extend(docs.into_iter().map(|d| d.object)),
             Err(e) => errors.push(e.to_string()),
@@ -63,7 +63,6 @@ pub async fn run(client: impl FnOnce() -> Client, args: &AnalyzeArgs) -> anyhow:
     let count = objs.len();
     let objects = Objects::from_dynamic(objs);
     let settings = Settings {
-        domain: args.domain.clone(),
         lb_idle_timeout: args.lb_idle_timeout.filter(|d| !d.is_zero()),
         upstream_keepalive: args.upstream_keepalive,
         ..Settings::default()

@@ -12,8 +12,9 @@ use super::{ApplyArgs, Output, to_yaml};
 use crate::client::{Client, ServerError};
 
 /// Every manifest the arguments name: (display name, text). Directories give
-/// their `.yaml`, `.yml` and `.json` files in name order.
-pub(crate) fn sources(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+/// their `.yaml`, `.yml` and `.json` files in name order (and their
+/// subdirectories' with `recursive`, as `kubectl -R`).
+pub(crate) fn sources(args: &[String], recursive: bool) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for a in args {
         if a == "-" {
@@ -24,20 +25,9 @@ pub(crate) fn sources(args: &[String]) -> anyhow::Result<Vec<(String, String)>> 
         }
         let path = Path::new(a);
         if path.is_dir() {
-            let mut files: Vec<_> = std::fs::read_dir(path)?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension()
-                            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-                })
-                .collect();
-            files.sort();
-            for f in files {
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
-                out.push((f.display().to_string(), text));
+            dir_files(path, recursive, &mut out)?;
+            if out.is_empty() {
+                anyhow::bail!("no manifests (.yaml, .yml, .json) in {a}");
             }
         } else {
             let text = std::fs::read_to_string(path)
@@ -48,7 +38,30 @@ pub(crate) fn sources(args: &[String]) -> anyhow::Result<Vec<(String, String)>> 
     Ok(out)
 }
 
-fn identity(d: &Document) -> String {
+fn dir_files(dir: &Path, recursive: bool, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if recursive {
+                dir_files(&p, recursive, out)?;
+            }
+        } else if p
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+            out.push((p.display().to_string(), text));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn identity(d: &Document) -> String {
     let m = &d.object.metadata;
     let name = if m.name.is_empty() {
         m.generate_name
@@ -63,7 +76,7 @@ fn identity(d: &Document) -> String {
 
 pub async fn run(client: &Client, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
-    for (name, text) in sources(&args.files)? {
+    for (name, text) in sources(&args.files, args.recursive)? {
         let docs = match parse::parse_manifest(&name, &text, &args.namespace) {
             Ok(d) => d,
             Err(e) => {
@@ -116,6 +129,14 @@ pub async fn run(client: &Client, args: &ApplyArgs) -> anyhow::Result<ExitCode> 
 
 fn print_results(resp: &Value, args: &ApplyArgs) -> anyhow::Result<()> {
     let results = resp["results"].as_array().cloned().unwrap_or_default();
+    // Admission warnings never reject; kubectl prints them like this.
+    for r in &results {
+        for w in r["warnings"].as_array().into_iter().flatten() {
+            if let Some(w) = w.as_str() {
+                eprintln!("Warning: {w}");
+            }
+        }
+    }
     match args.output {
         Some(Output::Yaml) => {
             for r in &results {

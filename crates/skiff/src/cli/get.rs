@@ -71,6 +71,8 @@ fn columns(kind: &ResourceKind, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<
         "AuthorizationPolicy" => vec!["NAME", "ACTION"],
         "PeerAuthentication" => vec!["NAME", "MODE"],
         "Secret" => vec!["NAME", "TYPE", "DATA"],
+        "ConfigMap" => vec!["NAME", "DATA", "AGE"],
+        "Event" => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         _ => vec!["NAME"],
     };
     let rows = items
@@ -127,6 +129,22 @@ fn columns(kind: &ResourceKind, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<
                     o["type"].as_str().unwrap_or("Opaque").to_string(),
                     o["data"].as_object().map_or(0, |m| m.len()).to_string(),
                 ],
+                "ConfigMap" => vec![
+                    name,
+                    o["data"].as_object().map_or(0, |d| d.len()).to_string(),
+                    table::age(o["metadata"]["creationTimestamp"].as_str()),
+                ],
+                "Event" => vec![
+                    table::age(o["lastTimestamp"].as_str()),
+                    s(&o["type"]),
+                    s(&o["reason"]),
+                    format!(
+                        "{}/{}",
+                        s(&o["involvedObject"]["kind"]).to_ascii_lowercase(),
+                        s(&o["involvedObject"]["name"])
+                    ),
+                    s(&o["message"]),
+                ],
                 _ => vec![name],
             }
         })
@@ -145,11 +163,30 @@ pub async fn run(client: &Client, args: &GetArgs) -> anyhow::Result<ExitCode> {
         path = format!("{path}/{name}");
     }
     let resp = client.call(Method::GET, &path, None).await?;
-    let items: Vec<Value> = if args.name.is_some() {
+    let mut items: Vec<Value> = if args.name.is_some() {
         vec![resp.clone()]
     } else {
         resp["items"].as_array().cloned().unwrap_or_default()
     };
+    if kind.kind == "Event" {
+        // Oldest first, as they happened.
+        items.sort_by(|a, b| {
+            a["lastTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .cmp(b["lastTimestamp"].as_str().unwrap_or(""))
+                .then_with(|| {
+                    // Same second: in the order the store wrote them.
+                    let rv = |e: &Value| {
+                        e["metadata"]["resourceVersion"]
+                            .as_str()
+                            .and_then(|r| r.parse::<u64>().ok())
+                            .unwrap_or(0)
+                    };
+                    rv(a).cmp(&rv(b))
+                })
+        });
+    }
     match args.output {
         Some(Output::Yaml) => print!("{}", to_yaml(&resp)?),
         Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&resp)?),

@@ -3,8 +3,11 @@
 pub mod analyze;
 pub mod apply;
 pub mod delete;
+pub mod describe;
 pub mod get;
+pub mod kn;
 pub mod logs;
+pub mod validate;
 
 use std::path::PathBuf;
 
@@ -39,10 +42,23 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create or update objects from Knative manifests (a file is applied all or nothing).
     Apply(ApplyArgs),
+    /// Check manifests offline as `apply` would (Knative's admission; no server needed).
+    Validate(ValidateArgs),
     /// List objects, or show one.
     Get(GetArgs),
     /// Delete objects (and everything they own).
     Delete(DeleteArgs),
+    /// Show a Knative service: URLs, revisions and traffic, conditions, events.
+    Describe(DescribeArgs),
+    /// kn-style service commands: create, update, delete, list, describe.
+    #[command(subcommand, visible_alias = "ksvc")]
+    Service(Box<kn::ServiceCommand>),
+    /// kn-style revision commands.
+    #[command(subcommand)]
+    Revision(kn::RevisionCommand),
+    /// kn-style route commands.
+    #[command(subcommand)]
+    Route(kn::RouteCommand),
     /// Show the instances' stdout and stderr.
     Logs(LogsArgs),
     /// Find the misconfigurations behind empty replies and 503s (in what the
@@ -58,9 +74,14 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Gateway listener (HTTP/1.1 and h2c).
+    /// Gateway listener for external routes (HTTP/1.1 and h2c).
     #[arg(long, default_value = crate::paths::DEFAULT_GATEWAY, value_name = "ADDR")]
     pub listen: String,
+    /// Cluster-local listener: serves only the routes' `*.svc.cluster.local`
+    /// names (cluster-local routes only here). Instances reach it through
+    /// `HTTP_PROXY`.
+    #[arg(long, default_value = crate::paths::DEFAULT_LOCAL_GATEWAY, value_name = "ADDR")]
+    pub local_listen: String,
     /// Admin API listener.
     #[arg(long, default_value = crate::paths::DEFAULT_ADMIN, value_name = "ADDR")]
     pub admin: String,
@@ -89,6 +110,9 @@ pub struct ApplyArgs {
         value_name = "FILE|DIR|-"
     )]
     pub files: Vec<String>,
+    /// Also the manifests in subdirectories of a directory.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
     /// Namespace for objects that name none.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
@@ -101,10 +125,35 @@ pub struct ApplyArgs {
 }
 
 #[derive(Args)]
+pub struct ValidateArgs {
+    /// Manifest file, directory of manifests, or `-` for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "FILE|DIR|-"
+    )]
+    pub files: Vec<String>,
+    /// Also the manifests in subdirectories of a directory.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Namespace for objects that name none.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Print the defaulted objects.
+    #[arg(short, long)]
+    pub output: Option<Output>,
+    /// Image map to check runnability against (as `skiff serve --image-map`).
+    #[arg(long, value_name = "FILE")]
+    pub image_map: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct GetArgs {
-    /// ksvc | configurations | revisions | routes | virtualservices (vs) |
-    /// destinationrules (dr) | gateways (gw) | authorizationpolicies |
-    /// peerauthentications | secrets (singular and short names work).
+    /// ksvc | configurations | revisions | routes | configmaps | events |
+    /// virtualservices (vs) | destinationrules (dr) | gateways (gw) |
+    /// authorizationpolicies | peerauthentications | secrets (singular and
+    /// short names work).
     pub kind: String,
     pub name: Option<String>,
     #[arg(short, long, default_value = "default")]
@@ -126,20 +175,27 @@ pub struct DeleteArgs {
 }
 
 #[derive(Args)]
+pub struct DescribeArgs {
+    /// ksvc (service)
+    pub kind: String,
+    pub name: String,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Args)]
 pub struct AnalyzeArgs {
     /// Analyze these manifests (file, directory or `-`) instead of what the
     /// server holds; no server is needed.
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
     pub files: Vec<String>,
     /// Report only on objects of this namespace (with -f: the namespace of
-    /// objects that name none).
+    /// objects that name none). Route hosts follow the Knative ConfigMaps
+    /// (config-domain, config-network) among the objects.
     #[arg(short, long)]
     pub namespace: Option<String>,
     #[arg(short, long)]
     pub output: Option<Output>,
-    /// Domain of external route hosts (config-domain).
-    #[arg(long, default_value = "127.0.0.1.sslip.io")]
-    pub domain: String,
     /// Idle timeout of the load balancer in front of the gateway (AWS NLB:
     /// 350s); 0 when there is none.
     #[arg(long, default_value = "350s", value_parser = analyze::parse_duration)]

@@ -13,9 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use skiff_api::admission::Defaults;
+use skiff_api::admission::Request as AdmissionRequest;
+use skiff_api::config::{self, ClusterConfig, SYSTEM_NAMESPACE};
 use skiff_api::object::{self, DynamicObject, ObjectKey, ResourceKind};
-use skiff_api::{FieldError, labels, parse};
+use skiff_api::{apply as apply_merge, labels, parse};
+use skiff_controller::LiveConfig;
 use skiff_runtime::RevisionKey;
 use skiff_runtime::process::ProcessRuntime;
 use skiff_store::{EventType, SqliteStore, Store, StoreError, Write};
@@ -28,7 +30,8 @@ pub struct AdminState {
     pub store: SqliteStore,
     pub runtime: ProcessRuntime,
     pub token: String,
-    pub defaults: Defaults,
+    /// The live configuration (ConfigMaps of knative-serving).
+    pub config: LiveConfig,
     pub metrics: prometheus_client::registry::Registry,
 }
 
@@ -42,16 +45,6 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/apis/skiff.dev/v1/namespaces/{ns}/{plural}/{name}/logs",
             get(logs),
         )
-        .route("/apis/{group}/{version}/{plural}", get(list_all))
-        .route(
-            "/apis/{group}/{version}/namespaces/{ns}/{plural}",
-            get(list_ns).post(create),
-        )
-        .route(
-            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
-            get(get_one).put(replace).delete(delete),
-        )
-        // The core group (Secrets) lives under /api/v1, as in Kubernetes.
         .route("/api/{version}/{plural}", get(core_list_all))
         .route(
             "/api/{version}/namespaces/{ns}/{plural}",
@@ -60,6 +53,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/api/{version}/namespaces/{ns}/{plural}/{name}",
             get(core_get_one).put(core_replace).delete(core_delete),
+        )
+        .route("/apis/{group}/{version}/{plural}", get(list_all))
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}",
+            get(list_ns).post(create),
+        )
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
+            get(get_one).put(replace).delete(delete),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
@@ -153,16 +155,13 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::NotFound(k) => status(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("{}.{} {:?} not found", k.kind.plural, k.kind.group, k.name),
+            format!("{} {:?} not found", resource_name(k.kind), k.name),
             vec![],
         ),
         StoreError::AlreadyExists(k) => status(
             StatusCode::CONFLICT,
             "AlreadyExists",
-            format!(
-                "{}.{} {:?} already exists",
-                k.kind.plural, k.kind.group, k.name
-            ),
+            format!("{} {:?} already exists", resource_name(k.kind), k.name),
             vec![],
         ),
         StoreError::Conflict { .. } => {
@@ -193,15 +192,27 @@ fn kind_for(group: &str, version: &str, plural: &str) -> Result<&'static Resourc
     object::by_plural(group, plural)
         .filter(|k| k.serves_version(version))
         .ok_or_else(|| {
+            let gv = if group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{group}/{version}")
+            };
             status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                format!(
-                    "the server could not find the requested resource ({plural}.{group}/{version})"
-                ),
+                format!("the server could not find the requested resource ({plural} in {gv})"),
                 vec![],
             )
         })
+}
+
+/// `plural.group` as Kubernetes names a resource (`configmaps` for core).
+fn resource_name(kind: &ResourceKind) -> String {
+    if kind.group.is_empty() {
+        kind.plural.to_string()
+    } else {
+        format!("{}.{}", kind.plural, kind.group)
+    }
 }
 
 fn list_object(kind: &ResourceKind, items: Vec<DynamicObject>) -> Response {
@@ -242,17 +253,51 @@ async fn get_one(
     }
 }
 
-/// Parse and admit one object for namespace `ns`.
+/// The requesting user, for Knative's creator / lastModifier annotations:
+/// the impersonated user if the client names one (as `kubectl --as` does),
+/// else the token's holder.
+fn user_of(headers: &HeaderMap) -> String {
+    headers
+        .get("impersonate-user")
+        .and_then(|h| h.to_str().ok())
+        .filter(|u| !u.is_empty())
+        .unwrap_or("admin")
+        .to_string()
+}
+
+/// How an admitted object is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    /// `kubectl apply`: merged over the live object with the last applied
+    /// manifest; creates when missing.
+    Apply,
+    /// POST: create only.
+    Create,
+    /// PUT: replace.
+    Replace,
+}
+
+/// An object ready to store, with what admission said.
+struct Admitted {
+    object: DynamicObject,
+    existed: bool,
+    warnings: Vec<String>,
+}
+
+/// Parse and admit one object for namespace `ns` under `config`.
 async fn admit_one(
     s: &AdminState,
     v: Value,
     index: usize,
     ns: &str,
-) -> Result<(DynamicObject, bool), (usize, String)> {
-    let obj = parse::to_object(index + 1, v, ns).map_err(|e| (index, e.message))?;
-    let key = obj
+    config: &ClusterConfig,
+    user: &str,
+    verb: Verb,
+) -> Result<Admitted, (usize, String)> {
+    let manifest = parse::to_object(index + 1, v, ns).map_err(|e| (index, e.message))?;
+    let key = manifest
         .key()
-        .ok_or_else(|| (index, format!("unknown kind {:?}", obj.kind)))?;
+        .ok_or_else(|| (index, format!("unknown kind {:?}", manifest.kind)))?;
     let old = if key.name.is_empty() {
         None
     } else {
@@ -261,19 +306,82 @@ async fn admit_one(
             .await
             .map_err(|e| (index, e.to_string()))?
     };
-    let admitted = admit(&obj, old.as_ref(), &s.defaults, &s.runtime)
-        .map_err(|e: FieldError| (index, format!("validation failed: {e}")))?;
-    Ok((admitted, old.is_some()))
+    let obj = match (verb, &old) {
+        (Verb::Apply, Some(live)) => apply_merge::merge(&manifest, live),
+        (Verb::Apply, None) => {
+            let mut o = manifest.clone();
+            apply_merge::record_last_applied(&mut o, &manifest);
+            o
+        }
+        _ => manifest,
+    };
+    let req = AdmissionRequest {
+        config,
+        user: Some(user),
+    };
+    let old_for_admission = if verb == Verb::Create {
+        None
+    } else {
+        old.as_ref()
+    };
+    let admitted = admit(&obj, old_for_admission, &req, &s.runtime)
+        .map_err(|e| (index, format!("validation failed: {e}")))?;
+    Ok(Admitted {
+        object: admitted.object,
+        existed: old.is_some(),
+        warnings: admitted.warnings,
+    })
+}
+
+/// The configuration to admit `items` under: the live ConfigMaps with the
+/// Knative ConfigMaps among `items` laid over them, so a file that changes
+/// config-defaults and adds a Service is checked as it will be.
+async fn config_for(s: &AdminState, items: &[Value]) -> ClusterConfig {
+    let mut maps = match skiff_controller::config::system_configmaps(&s.store).await {
+        Ok(m) => m,
+        Err(_) => return (*s.config.current()).clone(),
+    };
+    let mut overlaid = false;
+    for v in items {
+        let is_cm = v["apiVersion"] == "v1" && v["kind"] == "ConfigMap";
+        let name = v["metadata"]["name"].as_str().unwrap_or("");
+        if is_cm
+            && v["metadata"]["namespace"].as_str() == Some(SYSTEM_NAMESPACE)
+            && config::CONFIGMAPS.contains(&name)
+            && let Ok(data) = serde_json::from_value(v["data"].clone())
+        {
+            maps.insert(name.to_string(), data);
+            overlaid = true;
+        }
+    }
+    if !overlaid {
+        return (*s.config.current()).clone();
+    }
+    // An invalid ConfigMap is reported by its own admission; the others are
+    // checked against what is live.
+    ClusterConfig::from_configmaps(&maps).unwrap_or_else(|_| (*s.config.current()).clone())
+}
+
+/// After ConfigMaps were written, make them current for the next request at
+/// once (the controller reloads too, from its watch).
+async fn reload_if_configmaps(
+    s: &AdminState,
+    kinds: impl IntoIterator<Item = &'static ResourceKind>,
+) {
+    if kinds
+        .into_iter()
+        .any(|k| std::ptr::eq(k, &object::CONFIGMAP))
+        && let Err(e) = s.config.reload(&s.store).await
+    {
+        tracing::warn!("configuration not reloaded: {e}");
+    }
 }
 
 fn invalid(kind: &ResourceKind, name: &str, message: String) -> ApiError {
     status(
         StatusCode::UNPROCESSABLE_ENTITY,
         "Invalid",
-        format!(
-            "{}.{} {name:?} is invalid: {message}",
-            kind.plural, kind.group
-        ),
+        format!("{} {name:?} is invalid: {message}", resource_name(kind)),
         vec![],
     )
 }
@@ -301,21 +409,92 @@ fn check_path(obj: &Value, kind: &ResourceKind, ns: &str) -> Result<(), ApiError
 
 async fn create(
     State(s): Shared,
+    headers: HeaderMap,
     Path((group, version, ns, plural)): Path<(String, String, String, String)>,
     axum::Json(v): axum::Json<Value>,
 ) -> ApiResult {
     let kind = kind_for(&group, &version, &plural)?;
     check_path(&v, kind, &ns)?;
     let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let (obj, _) = admit_one(&s, v, 0, &ns)
+    let config = config_for(&s, std::slice::from_ref(&v)).await;
+    let a = admit_one(&s, v, 0, &ns, &config, &user_of(&headers), Verb::Create)
         .await
         .map_err(|(_, m)| invalid(kind, &name, m))?;
-    let c = s.store.commit(vec![Write::Create(obj)]).await?;
-    Ok((StatusCode::CREATED, axum::Json(&c[0].object)).into_response())
+    let c = s.store.commit(vec![Write::Create(a.object)]).await?;
+    reload_if_configmaps(&s, [kind]).await;
+    Ok((
+        StatusCode::CREATED,
+        with_warnings(&a.warnings),
+        axum::Json(&c[0].object),
+    )
+        .into_response())
+}
+
+/// Kubernetes' `Warning` response headers (kubectl prints them).
+fn with_warnings(warnings: &[String]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for w in warnings {
+        let quoted = serde_json::to_string(&w.replace('\n', " ")).unwrap_or_default();
+        let text = format!("299 - {quoted}");
+        if let Ok(v) = header::HeaderValue::from_str(&text) {
+            h.append(header::WARNING, v);
+        }
+    }
+    h
+}
+
+async fn core_list_all(s: Shared, Path((version, plural)): Path<(String, String)>) -> ApiResult {
+    list_all(s, Path((String::new(), version, plural))).await
+}
+
+async fn core_list_ns(
+    s: Shared,
+    Path((version, ns, plural)): Path<(String, String, String)>,
+) -> ApiResult {
+    list_ns(s, Path((String::new(), version, ns, plural))).await
+}
+
+async fn core_get_one(
+    s: Shared,
+    Path((version, ns, plural, name)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    get_one(s, Path((String::new(), version, ns, plural, name))).await
+}
+
+async fn core_create(
+    s: Shared,
+    headers: HeaderMap,
+    Path((version, ns, plural)): Path<(String, String, String)>,
+    body: axum::Json<Value>,
+) -> ApiResult {
+    create(s, headers, Path((String::new(), version, ns, plural)), body).await
+}
+
+async fn core_replace(
+    s: Shared,
+    headers: HeaderMap,
+    Path((version, ns, plural, name)): Path<(String, String, String, String)>,
+    body: axum::Json<Value>,
+) -> ApiResult {
+    replace(
+        s,
+        headers,
+        Path((String::new(), version, ns, plural, name)),
+        body,
+    )
+    .await
+}
+
+async fn core_delete(
+    s: Shared,
+    Path((version, ns, plural, name)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    delete(s, Path((String::new(), version, ns, plural, name))).await
 }
 
 async fn replace(
     State(s): Shared,
+    headers: HeaderMap,
     Path((group, version, ns, plural, name)): Path<(String, String, String, String, String)>,
     axum::Json(v): axum::Json<Value>,
 ) -> ApiResult {
@@ -329,11 +508,13 @@ async fn replace(
             vec![],
         ));
     }
-    let (obj, _) = admit_one(&s, v, 0, &ns)
+    let config = config_for(&s, std::slice::from_ref(&v)).await;
+    let a = admit_one(&s, v, 0, &ns, &config, &user_of(&headers), Verb::Replace)
         .await
         .map_err(|(_, m)| invalid(kind, &name, m))?;
-    let c = s.store.commit(vec![Write::Update(obj)]).await?;
-    Ok(axum::Json(&c[0].object).into_response())
+    let c = s.store.commit(vec![Write::Update(a.object)]).await?;
+    reload_if_configmaps(&s, [kind]).await;
+    Ok((with_warnings(&a.warnings), axum::Json(&c[0].object)).into_response())
 }
 
 async fn delete(
@@ -344,51 +525,12 @@ async fn delete(
     s.store
         .commit(vec![Write::Delete(ObjectKey::new(kind, &ns, &name))])
         .await?;
+    reload_if_configmaps(&s, [kind]).await;
     Ok(axum::Json(json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
         "details": {"name": name, "group": kind.group, "kind": kind.plural},
     }))
     .into_response())
-}
-
-// Core-group (`/api/v1`) forms of the handlers above: the group is "".
-
-async fn core_list_all(s: Shared, Path((v, p)): Path<(String, String)>) -> ApiResult {
-    list_all(s, Path((String::new(), v, p))).await
-}
-
-async fn core_list_ns(s: Shared, Path((v, ns, p)): Path<(String, String, String)>) -> ApiResult {
-    list_ns(s, Path((String::new(), v, ns, p))).await
-}
-
-async fn core_get_one(
-    s: Shared,
-    Path((v, ns, p, n)): Path<(String, String, String, String)>,
-) -> ApiResult {
-    get_one(s, Path((String::new(), v, ns, p, n))).await
-}
-
-async fn core_create(
-    s: Shared,
-    Path((v, ns, p)): Path<(String, String, String)>,
-    body: axum::Json<Value>,
-) -> ApiResult {
-    create(s, Path((String::new(), v, ns, p)), body).await
-}
-
-async fn core_replace(
-    s: Shared,
-    Path((v, ns, p, n)): Path<(String, String, String, String)>,
-    body: axum::Json<Value>,
-) -> ApiResult {
-    replace(s, Path((String::new(), v, ns, p, n)), body).await
-}
-
-async fn core_delete(
-    s: Shared,
-    Path((v, ns, p, n)): Path<(String, String, String, String)>,
-) -> ApiResult {
-    delete(s, Path((String::new(), v, ns, p, n))).await
 }
 
 #[derive(Deserialize)]
@@ -397,13 +539,18 @@ struct ApplyQuery {
     dry_run: Option<String>,
 }
 
-/// Apply a list of objects all or nothing: every object is admitted first;
-/// any failure stores nothing and reports each failing item by index.
+/// Apply a list of objects all or nothing (`kubectl apply` per object):
+/// every object is admitted first, under the configuration the request's own
+/// ConfigMaps make; any failure stores nothing and reports each failing item
+/// by index.
 async fn apply(
     State(s): Shared,
+    headers: HeaderMap,
     Query(q): Query<ApplyQuery>,
     axum::Json(items): axum::Json<Vec<Value>>,
 ) -> ApiResult {
+    let user = user_of(&headers);
+    let config = config_for(&s, &items).await;
     let mut admitted = Vec::new();
     let mut causes = Vec::new();
     for (i, v) in items.into_iter().enumerate() {
@@ -411,7 +558,7 @@ async fn apply(
             .as_str()
             .unwrap_or("default")
             .to_string();
-        match admit_one(&s, v, i, &ns).await {
+        match admit_one(&s, v, i, &ns, &config, &user, Verb::Apply).await {
             Ok(a) => admitted.push(a),
             Err((i, m)) => causes.push(json!({"field": i.to_string(), "message": m})),
         }
@@ -431,23 +578,34 @@ async fn apply(
     if q.dry_run.is_some_and(|d| d == "All") {
         let results: Vec<Value> = admitted
             .into_iter()
-            .map(|(o, existed)| json!({"action": if existed { "configured" } else { "created" }, "object": o}))
+            .map(|a| {
+                json!({"action": if a.existed { "configured" } else { "created" },
+                    "object": a.object, "warnings": a.warnings})
+            })
             .collect();
         return Ok(axum::Json(json!({ "results": results })).into_response());
     }
-    let writes = admitted.into_iter().map(|(o, _)| Write::Apply(o)).collect();
-    let results: Vec<Value> = s
-        .store
-        .commit(writes)
-        .await?
+    let kinds: Vec<&'static ResourceKind> = admitted
+        .iter()
+        .filter_map(|a| a.object.resource_kind())
+        .collect();
+    let warnings: Vec<Vec<String>> = admitted.iter().map(|a| a.warnings.clone()).collect();
+    let writes = admitted
         .into_iter()
-        .map(|c| {
+        .map(|a| Write::Apply(a.object))
+        .collect();
+    let committed = s.store.commit(writes).await?;
+    reload_if_configmaps(&s, kinds).await;
+    let results: Vec<Value> = committed
+        .into_iter()
+        .zip(warnings)
+        .map(|(c, w)| {
             let action = match c.event {
                 EventType::Added => "created",
                 EventType::Unchanged => "unchanged",
                 _ => "configured",
             };
-            json!({"action": action, "object": c.object})
+            json!({"action": action, "object": c.object, "warnings": w})
         })
         .collect();
     Ok(axum::Json(json!({ "results": results })).into_response())

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_api::admission::Defaults;
-use skiff_controller::{Controller, GatewayDrainer, NetworkConfig};
+use skiff_controller::{Controller, GatewayDrainer, LiveConfig};
 use skiff_proxy::{EndpointRegistry, Gateway, GatewayThreads, ListenerScope, RoutingTable};
 use skiff_runtime::Runtime;
 use skiff_runtime::image_map::ImageMap;
@@ -29,6 +28,7 @@ use crate::paths::{self, ServerInfo};
 pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub listen: String,
+    pub local_listen: String,
     pub admin: String,
     pub image_map: Option<PathBuf>,
     /// Gateway worker threads (0: one per core).
@@ -51,13 +51,53 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         images.extend_from_file(path, &exe)?;
     }
 
+    // Knative's ConfigMaps as they are in the store; reloaded on change.
+    let config = LiveConfig::default();
+    if let Err(e) = config.reload(&store).await {
+        tracing::error!("starting with default configuration: {e}");
+    }
+
     let gateway = Gateway::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let threads = match opts.gateway_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // External routes on --listen, cluster-local ones on --local-listen.
+    let external = start_listener(
+        &opts.listen,
+        "gateway",
+        threads,
+        &gateway,
+        ListenerScope {
+            external: true,
+            local: false,
+        },
+        &stop_rx,
+    )?;
+    let local = start_listener(
+        &opts.local_listen,
+        "cluster-local gateway",
+        threads,
+        &gateway,
+        ListenerScope {
+            external: false,
+            local: true,
+        },
+        &stop_rx,
+    )?;
+    let admin_listener = bind(&opts.admin, "admin API").await?;
+    let gateway_addr = external.addr;
+    let local_addr = local.addr;
+    let admin_addr = admin_listener.local_addr()?;
+
     let registry = Arc::new(Mutex::new(EndpointRegistry::default()));
     let runtime = ProcessRuntime::new(
         ProcessRuntimeConfig {
             logs_dir: paths::logs_dir(&data_dir),
             owner: data_dir.display().to_string(),
             images,
+            env: instance_env(local_addr),
         },
         Arc::new(GatewayDrainer {
             gateway: gateway.clone(),
@@ -65,32 +105,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }),
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let gateway_sock: SocketAddr = opts
-        .listen
-        .parse()
-        .with_context(|| format!("gateway address {:?} is not IP:PORT", opts.listen))?;
-    let threads = match opts.gateway_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let gateway_threads = GatewayThreads::start(
-        gateway_sock,
-        threads,
-        gateway.clone(),
-        ListenerScope::ALL,
-        stop_rx.clone(),
-        DRAIN_TIMEOUT,
-    )
-    .with_context(|| format!("cannot listen on {gateway_sock} for the gateway"))?;
-    let admin_listener = bind(&opts.admin, "admin API").await?;
-    let gateway_addr = gateway_threads.addr;
-    let admin_addr = admin_listener.local_addr()?;
-    write_server_info(&data_dir, gateway_addr, admin_addr)?;
+    write_server_info(&data_dir, gateway_addr, local_addr, admin_addr)?;
 
     println!("skiff serve: data in {}", data_dir.display());
     println!(
         "skiff serve: gateway listening on http://{gateway_addr} (HTTP/1.1 and h2c, {threads} threads)"
+    );
+    println!(
+        "skiff serve: cluster-local gateway on http://{local_addr} (*.svc.cluster.local; instances use it as HTTP_PROXY)"
     );
     println!(
         "skiff serve: admin API on http://{admin_addr} (token in {})",
@@ -110,7 +132,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Arc::new(runtime.clone()),
         gateway.clone(),
         registry,
-        NetworkConfig::default(),
+        config.clone(),
     );
     let controller_task = tokio::spawn(controller.run(stopped()));
     let mut metrics = prometheus_client::registry::Registry::default();
@@ -121,7 +143,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         store,
         runtime: runtime.clone(),
         token,
-        defaults: Defaults::default(),
+        config,
         metrics,
     });
     let admin_task = tokio::spawn({
@@ -148,7 +170,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let _ = stop_tx.send(true);
     let drain = async {
-        let _ = tokio::task::spawn_blocking(move || gateway_threads.join()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            external.join();
+            local.join();
+        })
+        .await;
         let _ = admin_task.await;
         let _ = controller_task.await;
         // Nothing routes to instances any more: they stop without waiting
@@ -171,6 +197,29 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(paths::server_file(&data_dir));
     println!("skiff serve: stopped");
     Ok(())
+}
+
+/// Start a gateway listener's worker threads on `addr`.
+fn start_listener(
+    addr: &str,
+    what: &str,
+    threads: usize,
+    gateway: &Arc<Gateway>,
+    scope: ListenerScope,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<GatewayThreads> {
+    let sock: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("{what} address {addr:?} is not IP:PORT"))?;
+    GatewayThreads::start(
+        sock,
+        threads,
+        gateway.clone(),
+        scope,
+        stop.clone(),
+        DRAIN_TIMEOUT,
+    )
+    .with_context(|| format!("cannot listen on {sock} for the {what}"))
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
@@ -213,10 +262,31 @@ fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-fn write_server_info(dir: &Path, gateway: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+/// What every instance finds in its environment: the cluster-local listener
+/// as its HTTP proxy, so `http://NAME.NS.svc.cluster.local` reaches other
+/// services the way it does inside a cluster (loopback stays direct).
+fn instance_env(local: SocketAddr) -> Vec<(String, String)> {
+    let proxy = format!("http://{local}");
+    let no_proxy = "localhost,127.0.0.1,::1".to_string();
+    vec![
+        ("HTTP_PROXY".into(), proxy.clone()),
+        ("http_proxy".into(), proxy.clone()),
+        ("NO_PROXY".into(), no_proxy.clone()),
+        ("no_proxy".into(), no_proxy),
+        ("SKIFF_LOCAL_GATEWAY".into(), proxy),
+    ]
+}
+
+fn write_server_info(
+    dir: &Path,
+    gateway: SocketAddr,
+    local_gateway: SocketAddr,
+    admin: SocketAddr,
+) -> anyhow::Result<()> {
     let info = ServerInfo {
         admin: format!("http://{admin}"),
         gateway: format!("http://{gateway}"),
+        local_gateway: format!("http://{local_gateway}"),
         pid: std::process::id(),
     };
     let tmp = dir.join("server.json.tmp");

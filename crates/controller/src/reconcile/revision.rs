@@ -1,0 +1,86 @@
+//! Revision -> instances on the runtime, and the Revision's conditions from
+//! what the runtime reports.
+
+use skiff_api::condition::Conditions;
+use skiff_api::serving::{Revision, RevisionStatus, conditions};
+use skiff_runtime::{Phase, RevisionKey, RevisionState, Runtime};
+use skiff_store::{Store, TypedStore};
+
+use super::{Ctx, Result, write_status};
+
+/// Instances a revision runs (autoscaling decides this; until then a
+/// revision runs its initial scale).
+pub fn desired_scale(_rev: &Revision) -> u32 {
+    1
+}
+
+pub async fn revision<S: Store, R: Runtime>(
+    ctx: &Ctx<'_, S, R>,
+    ns: &str,
+    name: &str,
+) -> Result<()> {
+    let key = RevisionKey::new(ns, name);
+    let Some(mut rev) = ctx.store.get_as::<Revision>(ns, name).await? else {
+        ctx.runtime.remove(&key);
+        return Ok(());
+    };
+    let scale = desired_scale(&rev);
+    ctx.runtime.apply(&rev, scale);
+    let state = ctx
+        .runtime_state
+        .revisions
+        .get(&key)
+        .cloned()
+        .unwrap_or(RevisionState {
+            desired: scale,
+            ..Default::default()
+        });
+
+    let before = rev.status.clone();
+    let status = rev.status.get_or_insert_with(RevisionStatus::default);
+    status.observed_generation = Some(rev.metadata.generation);
+    status.actual_replicas = Some(state.ready_count() as i32);
+    status.desired_replicas = Some(state.desired as i32);
+    let mut conds = Conditions::new(&mut status.conditions, conditions::REVISION);
+    conds.initialize();
+    let ready = state.ready_count();
+    match &state.failure {
+        None if ready > 0 || state.ever_ready => {
+            conds.mark_true(conditions::RESOURCES_AVAILABLE);
+            conds.mark_true(conditions::CONTAINER_HEALTHY);
+        }
+        None => {
+            conds.mark_unknown(conditions::RESOURCES_AVAILABLE, "Deploying", "");
+            conds.mark_unknown(conditions::CONTAINER_HEALTHY, "Deploying", "");
+        }
+        Some(f) => {
+            let restarting = state
+                .instances
+                .iter()
+                .filter(|i| i.phase == Phase::Starting)
+                .map(|i| i.restarts)
+                .max()
+                .unwrap_or(0);
+            let message = if restarting > 0 {
+                format!("{} (restarted {restarting} times)", f.message)
+            } else {
+                f.message.clone()
+            };
+            if f.reason == "ProgressDeadlineExceeded" {
+                conds.mark_false(conditions::RESOURCES_AVAILABLE, &f.reason, message);
+                conds.mark_unknown(conditions::CONTAINER_HEALTHY, "Deploying", "");
+            } else {
+                if state.ever_ready {
+                    conds.mark_true(conditions::RESOURCES_AVAILABLE);
+                } else {
+                    conds.mark_unknown(conditions::RESOURCES_AVAILABLE, "Deploying", "");
+                }
+                conds.mark_false(conditions::CONTAINER_HEALTHY, &f.reason, message);
+            }
+        }
+    }
+    if rev.status != before {
+        write_status(ctx.store, &rev).await?;
+    }
+    Ok(())
+}

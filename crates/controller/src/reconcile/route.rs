@@ -1,0 +1,127 @@
+//! Route -> resolved traffic, URLs and conditions (serving
+//! pkg/reconciler/route), then the labeler's routing metadata. The gateway
+//! table is built from the Route's status (see routing.rs), so a Route whose
+//! targets stop resolving keeps serving what it served, as Knative's ingress
+//! does.
+
+use std::collections::HashMap;
+
+use skiff_api::condition::{self, ConditionStatus, Conditions};
+use skiff_api::labels;
+use skiff_api::serving::{
+    Addressable, Configuration, Revision, Route, RouteStatus, TrafficTarget, conditions,
+};
+use skiff_runtime::Runtime;
+use skiff_store::{Store, TypedStore};
+
+use super::{Ctx, Result, write_status};
+use crate::{labeler, network, traffic};
+
+pub async fn route<S: Store, R: Runtime>(ctx: &Ctx<'_, S, R>, ns: &str, name: &str) -> Result<()> {
+    let Some(mut route) = ctx.store.get_as::<Route>(ns, name).await? else {
+        // Gone: nothing references it any more.
+        return labeler::clear(ctx.store, ns, name).await;
+    };
+    let revisions: HashMap<String, Revision> = ctx
+        .store
+        .list_as::<Revision>(Some(ns))
+        .await?
+        .into_iter()
+        .map(|r| (r.metadata.name.clone(), r))
+        .collect();
+    let configurations: HashMap<String, Configuration> = ctx
+        .store
+        .list_as::<Configuration>(Some(ns))
+        .await?
+        .into_iter()
+        .map(|c| (c.metadata.name.clone(), c))
+        .collect();
+    let lookup = traffic::Lookup {
+        revisions: &revisions,
+        configurations: &configurations,
+    };
+    let service = route.metadata.label(labels::SERVICE).map(str::to_string);
+    let resolved = traffic::resolve(&route.spec.traffic, service.as_deref(), &lookup);
+
+    let before = route.status.clone();
+    let cfg = ctx.config;
+    let meta = route.metadata.clone();
+    let status = route.status.get_or_insert_with(RouteStatus::default);
+    let new_generation = status.observed_generation != Some(meta.generation);
+    status.observed_generation = Some(meta.generation);
+    let mut conds = Conditions::new(&mut status.conditions, conditions::ROUTE);
+    conds.initialize();
+    if new_generation {
+        conds.mark_unknown(
+            conditions::INGRESS_READY,
+            "IngressNotConfigured",
+            "Ingress has not yet been reconciled.",
+        );
+    }
+    // Skiff terminates no TLS for routes: external-domain-tls is off.
+    conds.mark_true(conditions::CERTIFICATE_PROVISIONED);
+    condition::set(
+        conds.list,
+        conditions::CERTIFICATE_PROVISIONED,
+        ConditionStatus::True,
+        Some("TLSNotEnabled"),
+        Some("external-domain-tls is not enabled".into()),
+    );
+    // The URL comes first: a domain or template error is ErrorConfig.
+    let main = match network::group_hosts(cfg, &meta, None) {
+        Ok(h) => h,
+        Err(e) => {
+            conds.mark_false(conditions::ALL_TRAFFIC_ASSIGNED, "ErrorConfig", e);
+            return finish(ctx, &route, &before).await;
+        }
+    };
+    status.url = Some(main.url.clone());
+    match resolved {
+        Ok(r) => {
+            let mut targets: Vec<TrafficTarget> = Vec::with_capacity(r.status.len());
+            for mut t in r.status {
+                if let Some(tag) = t.tag.clone() {
+                    match network::group_hosts(cfg, &meta, Some(&tag)) {
+                        Ok(h) => t.url = Some(h.url),
+                        Err(e) => {
+                            let mut conds =
+                                Conditions::new(&mut status.conditions, conditions::ROUTE);
+                            conds.mark_false(conditions::ALL_TRAFFIC_ASSIGNED, "ErrorConfig", e);
+                            return finish(ctx, &route, &before).await;
+                        }
+                    }
+                }
+                targets.push(t);
+            }
+            status.traffic = targets;
+            status.address = Some(Addressable {
+                url: Some(network::address(&meta)),
+            });
+            let mut conds = Conditions::new(&mut status.conditions, conditions::ROUTE);
+            conds.mark_true(conditions::ALL_TRAFFIC_ASSIGNED);
+            // The gateway's table is rebuilt right after this reconcile.
+            conds.mark_true(conditions::INGRESS_READY);
+        }
+        Err(e) => {
+            let mut conds = Conditions::new(&mut status.conditions, conditions::ROUTE);
+            match e.status {
+                ConditionStatus::False => {
+                    conds.mark_false(conditions::ALL_TRAFFIC_ASSIGNED, e.reason, e.message)
+                }
+                _ => conds.mark_unknown(conditions::ALL_TRAFFIC_ASSIGNED, e.reason, e.message),
+            }
+        }
+    }
+    finish(ctx, &route, &before).await
+}
+
+async fn finish<S: Store, R: Runtime>(
+    ctx: &Ctx<'_, S, R>,
+    route: &Route,
+    before: &Option<RouteStatus>,
+) -> Result<()> {
+    if route.status != *before {
+        write_status(ctx.store, route).await?;
+    }
+    labeler::sync(ctx.store, route).await
+}
