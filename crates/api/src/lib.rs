@@ -12,12 +12,14 @@ pub mod config;
 pub mod core;
 pub mod field_error;
 pub mod go;
+pub mod istio;
 pub mod labels;
 pub mod meta;
 pub mod names;
 pub mod object;
 pub mod parse;
 pub mod quantity;
+pub mod secret;
 pub mod serving;
 pub mod template;
 

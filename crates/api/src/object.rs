@@ -43,6 +43,12 @@ impl ResourceKind {
         }
     }
 
+    /// True if this kind is served under `version` of its group (Istio
+    /// serves older versions with the same schema).
+    pub fn serves_version(&self, version: &str) -> bool {
+        version == self.version || crate::istio::older_versions(self.group).contains(&version)
+    }
+
     /// True if `name` is this kind's plural, singular, short name or kind
     /// (case-insensitive), as `kubectl get` accepts them.
     pub fn answers_to(&self, name: &str) -> bool {
@@ -114,22 +120,29 @@ pub static EVENT: ResourceKind = ResourceKind {
 };
 
 /// Every kind the store accepts; configuration first, then the Knative kinds
-/// (referenced kinds first), then events.
+/// (referenced kinds first), Secrets and Istio's, then events.
 pub static KINDS: &[&ResourceKind] = &[
     &CONFIGMAP,
     &SERVICE,
     &CONFIGURATION,
     &REVISION,
     &ROUTE,
+    &crate::secret::SECRET,
+    &crate::istio::GATEWAY,
+    &crate::istio::DESTINATION_RULE,
+    &crate::istio::VIRTUAL_SERVICE,
+    &crate::istio::PEER_AUTHENTICATION,
+    &crate::istio::AUTHORIZATION_POLICY,
     &EVENT,
 ];
 
 /// The kind for an `apiVersion` + `kind` pair, if Skiff serves it.
 pub fn lookup(api_version: &str, kind: &str) -> Option<&'static ResourceKind> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     KINDS
         .iter()
         .copied()
-        .find(|k| k.kind == kind && k.api_version() == api_version)
+        .find(|k| k.kind == kind && k.group == group && k.serves_version(version))
 }
 
 /// The kind a CLI user means by `name` (`ksvc`, `revisions`, `route`, ...).

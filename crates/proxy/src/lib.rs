@@ -9,13 +9,17 @@ mod body;
 mod endpoint;
 mod forward;
 mod headers;
+pub mod istio;
+pub mod listeners;
 pub mod metrics;
+pub mod proxy_protocol;
 mod registry;
 pub mod reply;
 mod server;
-mod split;
+pub mod split;
 mod table;
 mod threads;
+pub mod tls;
 pub mod worker;
 
 pub use body::{ProxyBody, UpstreamRequestBody};

@@ -1,5 +1,6 @@
 //! The skiff binary.
 
+mod analyze;
 mod cli;
 mod client;
 mod paths;
@@ -82,6 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Revision(cmd) => cli::kn::revision(&client(), cmd).await,
         Command::Route(cmd) => cli::kn::route(&client(), cmd).await,
         Command::Logs(args) => cli::logs::run(&client(), args).await,
+        Command::Analyze(args) => cli::analyze::run(client, args).await,
         Command::Example { .. } | Command::Validate(_) => {
             unreachable!("handled before the runtime starts")
         }

@@ -160,9 +160,15 @@ fn print_results(resp: &Value, args: &ApplyArgs) -> anyhow::Result<()> {
                 } else {
                     ""
                 };
+                // kubectl's form: `kind.group/name`, `kind/name` for core kinds.
+                let kind = kind.to_ascii_lowercase();
+                let qualified = if group.is_empty() {
+                    kind
+                } else {
+                    format!("{kind}.{group}")
+                };
                 println!(
-                    "{}.{group}/{} {}{dry}",
-                    kind.to_ascii_lowercase(),
+                    "{qualified}/{} {}{dry}",
                     o["metadata"]["name"].as_str().unwrap_or(""),
                     r["action"].as_str().unwrap_or("")
                 );

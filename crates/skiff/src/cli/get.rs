@@ -31,6 +31,18 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// `["a","b"]` as kubectl prints string lists.
+fn list(v: &Value) -> String {
+    let items: Vec<String> = v.as_array().map_or_else(Vec::new, |a| {
+        a.iter().map(|i| format!("{:?}", s(i))).collect()
+    });
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("[{}]", items.join(","))
+    }
+}
+
 /// Headers and one row per object, like the CRDs' additionalPrinterColumns.
 fn columns(kind: &ResourceKind, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let headers: Vec<&str> = match kind.kind {
@@ -53,6 +65,12 @@ fn columns(kind: &ResourceKind, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<
             "DESIRED REPLICAS",
         ],
         "Route" => vec!["NAME", "URL", "READY", "REASON"],
+        // istioctl/kubectl columns of the Istio CRDs.
+        "VirtualService" => vec!["NAME", "GATEWAYS", "HOSTS"],
+        "DestinationRule" => vec!["NAME", "HOST"],
+        "AuthorizationPolicy" => vec!["NAME", "ACTION"],
+        "PeerAuthentication" => vec!["NAME", "MODE"],
+        "Secret" => vec!["NAME", "TYPE", "DATA"],
         "ConfigMap" => vec!["NAME", "DATA", "AGE"],
         "Event" => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         _ => vec!["NAME"],
@@ -89,6 +107,28 @@ fn columns(kind: &ResourceKind, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<
                     s(&st["desiredReplicas"]),
                 ],
                 "Route" => vec![name, s(&st["url"]), ready, reason],
+                "VirtualService" => vec![
+                    name,
+                    list(&o["spec"]["gateways"]),
+                    list(&o["spec"]["hosts"]),
+                ],
+                "DestinationRule" => vec![name, s(&o["spec"]["host"])],
+                "AuthorizationPolicy" => vec![
+                    name,
+                    o["spec"]["action"].as_str().unwrap_or("ALLOW").to_string(),
+                ],
+                "PeerAuthentication" => vec![
+                    name,
+                    o["spec"]["mtls"]["mode"]
+                        .as_str()
+                        .unwrap_or("UNSET")
+                        .to_string(),
+                ],
+                "Secret" => vec![
+                    name,
+                    o["type"].as_str().unwrap_or("Opaque").to_string(),
+                    o["data"].as_object().map_or(0, |m| m.len()).to_string(),
+                ],
                 "ConfigMap" => vec![
                     name,
                     o["data"].as_object().map_or(0, |d| d.len()).to_string(),

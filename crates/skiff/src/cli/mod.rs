@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod analyze;
 pub mod apply;
 pub mod delete;
 pub mod describe;
@@ -60,6 +61,9 @@ pub enum Command {
     Route(kn::RouteCommand),
     /// Show the instances' stdout and stderr.
     Logs(LogsArgs),
+    /// Find the misconfigurations behind empty replies and 503s (in what the
+    /// server holds, or in manifests with -f), with evidence and fixes.
+    Analyze(AnalyzeArgs),
     /// Run one of the example apps built into skiff (used by the default image map).
     #[command(hide = true)]
     Example {
@@ -146,8 +150,10 @@ pub struct ValidateArgs {
 
 #[derive(Args)]
 pub struct GetArgs {
-    /// ksvc | configurations | revisions | routes | configmaps | events
-    /// (singular and short names work).
+    /// ksvc | configurations | revisions | routes | configmaps | events |
+    /// virtualservices (vs) | destinationrules (dr) | gateways (gw) |
+    /// authorizationpolicies | peerauthentications | secrets (singular and
+    /// short names work).
     pub kind: String,
     pub name: Option<String>,
     #[arg(short, long, default_value = "default")]
@@ -175,6 +181,28 @@ pub struct DescribeArgs {
     pub name: String,
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
+}
+
+#[derive(Args)]
+pub struct AnalyzeArgs {
+    /// Analyze these manifests (file, directory or `-`) instead of what the
+    /// server holds; no server is needed.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<String>,
+    /// Report only on objects of this namespace (with -f: the namespace of
+    /// objects that name none). Route hosts follow the Knative ConfigMaps
+    /// (config-domain, config-network) among the objects.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[arg(short, long)]
+    pub output: Option<Output>,
+    /// Idle timeout of the load balancer in front of the gateway (AWS NLB:
+    /// 350s); 0 when there is none.
+    #[arg(long, default_value = "350s", value_parser = analyze::parse_duration)]
+    pub lb_idle_timeout: Option<std::time::Duration>,
+    /// How long the apps keep idle connections (Node.js: 5s).
+    #[arg(long, default_value = "5s", value_parser = analyze::parse_duration)]
+    pub upstream_keepalive: std::time::Duration,
 }
 
 #[derive(Args)]

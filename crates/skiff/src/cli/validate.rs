@@ -131,7 +131,10 @@ fn check(
     req: &Request<'_>,
     images: &ImageMap,
 ) -> Result<(DynamicObject, Vec<String>), Denied> {
-    let admitted = admission::admit(obj, None, req)?;
+    let mut admitted = admission::admit(obj, None, req)?;
+    // Istio kinds and Secrets, as the server checks them.
+    admitted.object = skiff_api::istio::admit(&admitted.object)?;
+    admitted.object = skiff_api::secret::admit(&admitted.object, None)?;
     let o = &admitted.object;
     let spec = |v: Result<_, skiff_api::object::TypedError>| {
         v.map_err(|e: skiff_api::object::TypedError| {

@@ -190,7 +190,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 fn kind_for(group: &str, version: &str, plural: &str) -> Result<&'static ResourceKind, ApiError> {
     object::by_plural(group, plural)
-        .filter(|k| k.version == version)
+        .filter(|k| k.serves_version(version))
         .ok_or_else(|| {
             let gv = if group.is_empty() {
                 version.to_string()
@@ -388,7 +388,10 @@ fn invalid(kind: &ResourceKind, name: &str, message: String) -> ApiError {
 
 fn check_path(obj: &Value, kind: &ResourceKind, ns: &str) -> Result<(), ApiError> {
     let ok_kind = obj["kind"].as_str() == Some(kind.kind)
-        && obj["apiVersion"].as_str() == Some(&kind.api_version());
+        && obj["apiVersion"]
+            .as_str()
+            .and_then(|v| object::lookup(v, kind.kind))
+            .is_some_and(|k| std::ptr::eq(k, kind));
     let obj_ns = obj["metadata"]["namespace"].as_str().unwrap_or(ns);
     if !ok_kind || obj_ns != ns {
         return Err(status(

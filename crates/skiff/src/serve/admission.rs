@@ -1,10 +1,11 @@
 //! Server-side admission: Knative's defaulting and validation under the live
-//! configuration, then whether the runtime can run what the object
-//! describes.
+//! configuration, Istio's validation (and Secrets'), then whether the
+//! runtime can run what the object describes.
 
 use skiff_api::DynamicObject;
 use skiff_api::admission::{self, Admitted, Denied, Request};
 use skiff_api::serving::{Configuration, Revision, Service};
+use skiff_api::{istio, secret};
 use skiff_runtime::Runtime;
 
 pub fn admit<R: Runtime>(
@@ -13,7 +14,10 @@ pub fn admit<R: Runtime>(
     req: &Request<'_>,
     runtime: &R,
 ) -> Result<Admitted, Denied> {
-    let admitted = admission::admit(obj, old, req)?;
+    let mut admitted = admission::admit(obj, old, req)?;
+    // Istio kinds and Secrets; every other kind passes through unchanged.
+    admitted.object = istio::admit(&admitted.object)?;
+    admitted.object = secret::admit(&admitted.object, old)?;
     let o = &admitted.object;
     let runnable = match o.kind.as_str() {
         "Service" => o.to_typed::<Service>().map(|s| {

@@ -1,0 +1,451 @@
+//! Circuit breakers (`connectionPool` limits) as Envoy enforces them per
+//! cluster: active connections (`maxConnections`), requests waiting for a
+//! connection (`http1MaxPendingRequests`), active requests
+//! (`http2MaxRequests`, HTTP/1.1 too) and outstanding retries
+//! (`maxRetries`). Istio writes 2^32−1 for every limit not set, so "no
+//! DestinationRule" means "no limits".
+//!
+//! Admission is a compare-and-swap on a shared counter (never over the
+//! limit, no lock); each grant is an RAII guard. What the client sees on
+//! overflow — 503 `UO`, `x-envoy-overloaded: true`, never retried — is the
+//! caller's reply; the counters here use Envoy's stat names.
+//!
+//! HTTP/1.1: a request that finds no idle connection and may not open one
+//! (at `maxConnections`) waits as *pending*; only pending overflow is a 503.
+//! [`CircuitBreaker::connection`] implements that wait.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use skiff_api::istio::destination_rule::ConnectionPoolSettings;
+use tokio::sync::Notify;
+
+/// Istio's "unlimited".
+pub const UNLIMITED: u32 = u32::MAX;
+
+/// The four thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: UNLIMITED,
+            max_pending_requests: UNLIMITED,
+            max_requests: UNLIMITED,
+            max_retries: UNLIMITED,
+        }
+    }
+}
+
+impl Limits {
+    /// Istio's translation: only values > 0 override (0 cannot be said).
+    pub fn from_api(p: Option<&ConnectionPoolSettings>) -> Limits {
+        let mut l = Limits::default();
+        let set = |v: i32, slot: &mut u32| {
+            if v > 0 {
+                *slot = v as u32;
+            }
+        };
+        if let Some(p) = p {
+            if let Some(t) = &p.tcp {
+                set(t.max_connections, &mut l.max_connections);
+            }
+            if let Some(h) = &p.http {
+                set(h.http1_max_pending_requests, &mut l.max_pending_requests);
+                set(h.http2_max_requests, &mut l.max_requests);
+                set(h.max_retries, &mut l.max_retries);
+            }
+        }
+        l
+    }
+}
+
+/// Which limit refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// `http2MaxRequests` (stat `upstream_rq_pending_overflow`, as Envoy
+    /// counts it by default).
+    Requests,
+    /// `http1MaxPendingRequests` (stat `upstream_rq_pending_overflow`).
+    Pending,
+    /// `maxRetries` (stat `upstream_rq_retry_overflow`): the upstream's
+    /// response goes back to the client, flagged `UO`.
+    Retries,
+}
+
+/// Counters with Envoy's names, and gauges' sources.
+#[derive(Debug, Default)]
+pub struct BreakerStats {
+    pub upstream_cx_overflow: AtomicU64,
+    pub upstream_rq_pending_overflow: AtomicU64,
+    pub upstream_rq_retry_overflow: AtomicU64,
+    pub upstream_rq_pending_total: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    pub limits: Limits,
+    connections: AtomicU32,
+    pending: AtomicU32,
+    requests: AtomicU32,
+    retries: AtomicU32,
+    pub stats: BreakerStats,
+    /// Wakes pending requests when a connection closes or goes idle.
+    released: Notify,
+}
+
+/// A snapshot for `proxy-config` and Prometheus (Envoy's
+/// `circuit_breakers.default.*` gauges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    pub cx_active: u32,
+    pub rq_pending_active: u32,
+    pub rq_active: u32,
+    pub rq_retry_active: u32,
+    pub cx_open: bool,
+    pub rq_pending_open: bool,
+    pub rq_open: bool,
+    pub rq_retry_open: bool,
+    pub remaining_cx: u32,
+    pub remaining_pending: u32,
+    pub remaining_rq: u32,
+    pub remaining_retries: u32,
+}
+
+/// Which counter a guard holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Connection,
+    Pending,
+    Request,
+    Retry,
+}
+
+/// Holds one unit of a limit until dropped.
+#[derive(Debug)]
+pub struct Guard {
+    breaker: Arc<CircuitBreaker>,
+    slot: Slot,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let b = &self.breaker;
+        match self.slot {
+            Slot::Connection => {
+                b.connections.fetch_sub(1, Ordering::AcqRel);
+                b.released.notify_one();
+            }
+            Slot::Pending => {
+                b.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            Slot::Request => {
+                b.requests.fetch_sub(1, Ordering::AcqRel);
+            }
+            Slot::Retry => {
+                b.retries.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// What [`CircuitBreaker::connection`] got: an idle connection from the
+/// caller's pool, or the right to open a new one (keep the guard as long as
+/// the connection lives).
+#[derive(Debug)]
+pub enum ConnectionGrant<C> {
+    Idle(C),
+    New(Guard),
+}
+
+fn try_take(counter: &AtomicU32, limit: u32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            (c < limit).then_some(c + 1)
+        })
+        .is_ok()
+}
+
+impl CircuitBreaker {
+    pub fn new(limits: Limits) -> Arc<CircuitBreaker> {
+        Arc::new(CircuitBreaker {
+            limits,
+            connections: AtomicU32::new(0),
+            pending: AtomicU32::new(0),
+            requests: AtomicU32::new(0),
+            retries: AtomicU32::new(0),
+            stats: BreakerStats::default(),
+            released: Notify::new(),
+        })
+    }
+
+    fn guard(self: &Arc<Self>, slot: Slot) -> Guard {
+        Guard {
+            breaker: self.clone(),
+            slot,
+        }
+    }
+
+    /// Admit an active request (`http2MaxRequests`). Hold the guard until
+    /// the response body ends.
+    #[inline]
+    pub fn try_request(self: &Arc<Self>) -> Result<Guard, Overflow> {
+        if try_take(&self.requests, self.limits.max_requests) {
+            Ok(self.guard(Slot::Request))
+        } else {
+            self.stats
+                .upstream_rq_pending_overflow
+                .fetch_add(1, Ordering::Relaxed);
+            Err(Overflow::Requests)
+        }
+    }
+
+    /// Admit a retry (`maxRetries`). Hold the guard for the retried attempt.
+    pub fn try_retry(self: &Arc<Self>) -> Result<Guard, Overflow> {
+        if try_take(&self.retries, self.limits.max_retries) {
+            Ok(self.guard(Slot::Retry))
+        } else {
+            self.stats
+                .upstream_rq_retry_overflow
+                .fetch_add(1, Ordering::Relaxed);
+            Err(Overflow::Retries)
+        }
+    }
+
+    /// The right to open a connection (`maxConnections`), without waiting.
+    pub fn try_connection(self: &Arc<Self>) -> Option<Guard> {
+        if try_take(&self.connections, self.limits.max_connections) {
+            Some(self.guard(Slot::Connection))
+        } else {
+            self.stats
+                .upstream_cx_overflow
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// A connection for one request: an idle one (`try_idle`, the caller's
+    /// pool), else a new one within `maxConnections`, else wait as pending —
+    /// or overflow when the pending queue is full. Waiting ends when a
+    /// connection closes or one is returned idle
+    /// ([`CircuitBreaker::connection_released`]); bound it with the route
+    /// timeout.
+    pub async fn connection<C>(
+        self: &Arc<Self>,
+        mut try_idle: impl FnMut() -> Option<C>,
+    ) -> Result<ConnectionGrant<C>, Overflow> {
+        if let Some(c) = try_idle() {
+            return Ok(ConnectionGrant::Idle(c));
+        }
+        if let Some(g) = self.try_connection() {
+            return Ok(ConnectionGrant::New(g));
+        }
+        if !try_take(&self.pending, self.limits.max_pending_requests) {
+            self.stats
+                .upstream_rq_pending_overflow
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Overflow::Pending);
+        }
+        self.stats
+            .upstream_rq_pending_total
+            .fetch_add(1, Ordering::Relaxed);
+        let _pending = self.guard(Slot::Pending);
+        loop {
+            // Register before checking, so a release in between is not lost.
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(c) = try_idle() {
+                return Ok(ConnectionGrant::Idle(c));
+            }
+            if try_take(&self.connections, self.limits.max_connections) {
+                return Ok(ConnectionGrant::New(self.guard(Slot::Connection)));
+            }
+            notified.await;
+        }
+    }
+
+    /// Call when a connection goes back to a pool idle: a pending request
+    /// may take it.
+    pub fn connection_released(&self) {
+        self.released.notify_one();
+    }
+
+    /// True when pooling an idle connection would starve pending requests
+    /// elsewhere: at the connection limit with requests waiting. Connections
+    /// are per worker, so a waiter on another worker cannot use it — close it
+    /// instead of pooling, and the waiter opens its own.
+    pub fn should_close_idle(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > 0
+            && self.connections.load(Ordering::Acquire) >= self.limits.max_connections
+    }
+
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let l = self.limits;
+        let cx = self.connections.load(Ordering::Relaxed);
+        let pending = self.pending.load(Ordering::Relaxed);
+        let rq = self.requests.load(Ordering::Relaxed);
+        let retries = self.retries.load(Ordering::Relaxed);
+        BreakerSnapshot {
+            cx_active: cx,
+            rq_pending_active: pending,
+            rq_active: rq,
+            rq_retry_active: retries,
+            cx_open: cx >= l.max_connections,
+            rq_pending_open: pending >= l.max_pending_requests,
+            rq_open: rq >= l.max_requests,
+            rq_retry_open: retries >= l.max_retries,
+            remaining_cx: l.max_connections.saturating_sub(cx),
+            remaining_pending: l.max_pending_requests.saturating_sub(pending),
+            remaining_rq: l.max_requests.saturating_sub(rq),
+            remaining_retries: l.max_retries.saturating_sub(retries),
+        }
+    }
+}
+
+/// Envoy's overflow reply body (81 bytes), for the 503 `UO` local reply.
+pub const OVERFLOW_BODY: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+/// Response header Envoy sets on circuit-breaker 503s.
+pub const OVERLOADED_HEADER: &str = "x-envoy-overloaded";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits(yaml: &str) -> Limits {
+        Limits::from_api(Some(&crate::istio::testing::yaml(yaml)))
+    }
+
+    #[test]
+    fn istio_translation() {
+        assert_eq!(Limits::from_api(None), Limits::default());
+        let l = limits(
+            "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1, http2MaxRequests: 0}}",
+        );
+        assert_eq!(l.max_connections, 1);
+        assert_eq!(l.max_pending_requests, 1);
+        assert_eq!(
+            l.max_requests, UNLIMITED,
+            "0 cannot be expressed: unlimited"
+        );
+        assert_eq!(OVERFLOW_BODY.len(), 81);
+    }
+
+    #[test]
+    fn request_and_retry_limits() {
+        let b = CircuitBreaker::new(Limits {
+            max_requests: 2,
+            max_retries: 1,
+            ..Limits::default()
+        });
+        let a = b.try_request().unwrap();
+        let _c = b.try_request().unwrap();
+        assert_eq!(b.try_request().unwrap_err(), Overflow::Requests);
+        assert!(b.snapshot().rq_open);
+        drop(a);
+        let _d = b.try_request().unwrap();
+        let r = b.try_retry().unwrap();
+        assert_eq!(b.try_retry().unwrap_err(), Overflow::Retries);
+        drop(r);
+        assert!(b.try_retry().is_ok());
+        assert_eq!(
+            b.stats.upstream_rq_pending_overflow.load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            b.stats.upstream_rq_retry_overflow.load(Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn concurrent_admission_never_exceeds_the_limit() {
+        let b = CircuitBreaker::new(Limits {
+            max_requests: 3,
+            ..Limits::default()
+        });
+        let peak = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (b, peak) = (b.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..2000 {
+                        if let Ok(g) = b.try_request() {
+                            peak.fetch_max(b.snapshot().rq_active, Ordering::Relaxed);
+                            drop(g);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(peak.load(Ordering::Relaxed) <= 3);
+        assert_eq!(b.snapshot().rq_active, 0);
+    }
+
+    /// The circuit-breaking task's shape: 1 connection, 1 pending.
+    #[tokio::test]
+    async fn one_connection_one_pending_then_overflow() {
+        let b = CircuitBreaker::new(Limits {
+            max_connections: 1,
+            max_pending_requests: 1,
+            ..Limits::default()
+        });
+        let none = || None::<()>;
+        let ConnectionGrant::New(conn) = b.connection(none).await.unwrap() else {
+            panic!("first request opens the connection");
+        };
+        // Second request waits as pending.
+        let b2 = b.clone();
+        let waiter = tokio::spawn(async move {
+            matches!(b2.connection(none).await, Ok(ConnectionGrant::New(_)))
+        });
+        while b.snapshot().rq_pending_active == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Third overflows: the only 503.
+        assert_eq!(b.connection(none).await.unwrap_err(), Overflow::Pending);
+        assert_eq!(
+            b.stats.upstream_rq_pending_overflow.load(Ordering::Relaxed),
+            1
+        );
+        assert!(b.should_close_idle());
+        // Closing the connection lets the pending one open its own.
+        drop(conn);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .unwrap()
+                .unwrap()
+        );
+        assert_eq!(b.snapshot().rq_pending_active, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_reused_first() {
+        let b = CircuitBreaker::new(Limits {
+            max_connections: 1,
+            ..Limits::default()
+        });
+        let mut pool = vec!["pooled"];
+        match b.connection(|| pool.pop()).await.unwrap() {
+            ConnectionGrant::Idle(c) => assert_eq!(c, "pooled"),
+            ConnectionGrant::New(_) => panic!("idle first"),
+        }
+        assert_eq!(
+            b.snapshot().cx_active,
+            0,
+            "an idle connection holds its own guard"
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! Per-cluster state that must outlive routing snapshots: circuit breakers
+//! (in-flight requests hold guards on them, and their counters are what
+//! `proxy-config` and Prometheus show) and outlier-detection stats. The
+//! table builder asks for them by cluster name on every snapshot; the same
+//! objects come back while the limits stay the same.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::circuit_breaker::{CircuitBreaker, Limits};
+use super::outlier::OutlierStats;
+
+#[derive(Debug)]
+struct Entry {
+    breaker: Arc<CircuitBreaker>,
+    outlier: Arc<OutlierStats>,
+}
+
+/// Cluster name (`outbound|port|subset|host`) → long-lived state.
+#[derive(Debug, Default)]
+pub struct ClusterStates {
+    map: HashMap<String, Entry>,
+}
+
+impl ClusterStates {
+    /// The breaker for `cluster` with `limits`. Changed limits get a fresh
+    /// breaker (requests in flight finish on the old one, as in Envoy
+    /// after a cluster update).
+    pub fn breaker(&mut self, cluster: &str, limits: Limits) -> Arc<CircuitBreaker> {
+        let e = self.entry(cluster, limits);
+        if e.breaker.limits != limits {
+            e.breaker = CircuitBreaker::new(limits);
+        }
+        e.breaker.clone()
+    }
+
+    pub fn outlier_stats(&mut self, cluster: &str) -> Arc<OutlierStats> {
+        self.entry(cluster, Limits::default()).outlier.clone()
+    }
+
+    fn entry(&mut self, cluster: &str, limits: Limits) -> &mut Entry {
+        self.map
+            .entry(cluster.to_string())
+            .or_insert_with(|| Entry {
+                breaker: CircuitBreaker::new(limits),
+                outlier: Arc::default(),
+            })
+    }
+
+    /// Forget clusters the new snapshot no longer has.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.map.retain(|k, _| keep(k));
+    }
+
+    /// Every cluster's breaker (for metrics and `proxy-config clusters`).
+    pub fn breakers(&self) -> impl Iterator<Item = (&str, &Arc<CircuitBreaker>)> {
+        self.map.iter().map(|(k, e)| (k.as_str(), &e.breaker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_snapshots_until_limits_change() {
+        let mut s = ClusterStates::default();
+        let l = Limits {
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let a = s.breaker("outbound|80|v1|hello", l);
+        let _held = a.try_connection().unwrap();
+        let b = s.breaker("outbound|80|v1|hello", l);
+        assert!(Arc::ptr_eq(&a, &b), "same limits: same counters");
+        assert!(
+            b.try_connection().is_none(),
+            "the held connection still counts"
+        );
+        let c = s.breaker("outbound|80|v1|hello", Limits::default());
+        assert!(!Arc::ptr_eq(&a, &c));
+        let stats = s.outlier_stats("outbound|80|v1|hello");
+        assert!(Arc::ptr_eq(
+            &stats,
+            &s.outlier_stats("outbound|80|v1|hello")
+        ));
+        s.retain(|k| k != "outbound|80|v1|hello");
+        assert_eq!(s.breakers().count(), 0);
+    }
+}

@@ -1,0 +1,567 @@
+//! Gateway listeners from Gateway servers: one listener per port, plain or
+//! TLS, optionally behind the PROXY protocol, opened and closed as the set
+//! of desired listeners changes. Each listener accepts on every gateway
+//! worker (one `SO_REUSEPORT` socket per worker runtime, so a connection and
+//! its requests stay on one thread); what a listener serves (its gateway
+//! servers, TLS certificates) is swapped in place without closing it.
+//!
+//! Accepted connections go to a [`ConnectionHandler`] (the gateway's HTTP
+//! server) with their TLS details, real client address and the listener's
+//! servers (hosts, `httpsRedirect`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::istio::binding::BoundServer;
+use crate::proxy_protocol::{self, ProxyHeader};
+use crate::server::ListenerScope;
+use crate::tls::{TlsAcceptor, TlsInfo, TlsListenerConfig};
+
+/// Downstream TCP keepalive idle time by default: below the 350 s idle
+/// timeout of AWS load balancers, so they never drop a live connection.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
+/// How long a client has to send its PROXY header.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Any accepted stream (plain TCP, TLS, with PROXY bytes put back).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A listener the gateway should have.
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    /// TLS termination (the port's servers terminate TLS).
+    pub tls: Option<TlsListenerConfig>,
+    /// The gateway servers on this port.
+    pub servers: Vec<BoundServer>,
+    pub scope: ListenerScope,
+    /// Expect a PROXY protocol v1/v2 header first.
+    pub proxy_protocol: bool,
+    /// TCP keepalive idle time (`None`: off).
+    pub keepalive_idle: Option<Duration>,
+}
+
+impl ListenerSpec {
+    pub fn plain(addr: SocketAddr, servers: Vec<BoundServer>) -> ListenerSpec {
+        ListenerSpec {
+            addr,
+            tls: None,
+            servers,
+            scope: ListenerScope::ALL,
+            proxy_protocol: false,
+            keepalive_idle: Some(DEFAULT_KEEPALIVE_IDLE),
+        }
+    }
+}
+
+/// What a running listener serves; read per connection.
+#[derive(Debug)]
+pub struct ListenerInfo {
+    /// The address asked for (the key), and where it is bound.
+    pub addr: SocketAddr,
+    pub bound: SocketAddr,
+    pub servers: Vec<BoundServer>,
+    pub scope: ListenerScope,
+    pub proxy_protocol: bool,
+    pub keepalive_idle: Option<Duration>,
+    pub tls: bool,
+}
+
+impl ListenerInfo {
+    /// Plain HTTP port whose servers all redirect to https.
+    pub fn https_redirect(&self) -> bool {
+        !self.tls
+            && !self.servers.is_empty()
+            && self.servers.iter().all(BoundServer::https_redirect)
+    }
+}
+
+/// One accepted connection, ready for HTTP.
+pub struct Connection {
+    pub io: Box<dyn Io>,
+    /// The TCP peer (the load balancer, with the PROXY protocol).
+    pub peer: SocketAddr,
+    /// The client: from the PROXY header if there was one, else the peer.
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: Option<TlsInfo>,
+    pub listener: Arc<ListenerInfo>,
+    /// Becomes true when the listener closes (or the gateway drains): finish
+    /// in-flight requests, then close (Connection: close / GOAWAY).
+    pub closing: watch::Receiver<bool>,
+}
+
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Serves accepted connections (HTTP/1.1, h2, upgrades).
+pub trait ConnectionHandler: Send + Sync + 'static {
+    fn serve(&self, conn: Connection) -> BoxFuture;
+}
+
+struct Running {
+    info: Arc<ArcSwap<ListenerInfo>>,
+    tls: Option<Arc<TlsAcceptor>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    connections: Arc<AtomicUsize>,
+}
+
+/// Opens, updates and closes the gateway's listeners.
+pub struct ListenerManager {
+    workers: Vec<Handle>,
+    handler: Arc<dyn ConnectionHandler>,
+    running: BTreeMap<SocketAddr, Running>,
+}
+
+/// What [`ListenerManager::apply`] did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// (asked, bound) of listeners opened now.
+    pub opened: Vec<(SocketAddr, SocketAddr)>,
+    pub updated: Vec<SocketAddr>,
+    pub closed: Vec<SocketAddr>,
+    /// Listeners that could not be opened, and why.
+    pub failed: Vec<(SocketAddr, String)>,
+}
+
+fn bind(addr: SocketAddr, n: usize) -> io::Result<(Vec<TcpSocket>, SocketAddr)> {
+    let mut sockets = Vec::with_capacity(n);
+    let mut bound = addr;
+    for _ in 0..n.max(1) {
+        let s = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        s.set_reuseaddr(true)?;
+        s.set_reuseport(true)?;
+        s.bind(bound)?;
+        // Port 0 picks a port once; the other workers share it.
+        bound = s.local_addr()?;
+        sockets.push(s);
+    }
+    Ok((sockets, bound))
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // Dropping the sender counts as stopping too.
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn set_keepalive(tcp: &TcpStream, idle: Option<Duration>) {
+    let _ = tcp.set_nodelay(true);
+    if let Some(idle) = idle {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(Duration::from_secs(75));
+        let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka);
+    }
+}
+
+/// PROXY header, TLS handshake; `None` if the connection is unusable.
+async fn prepare(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    info: Arc<ListenerInfo>,
+    tls: Option<Arc<TlsAcceptor>>,
+    closing: watch::Receiver<bool>,
+) -> Option<Connection> {
+    set_keepalive(&tcp, info.keepalive_idle);
+    let local = tcp.local_addr().ok()?;
+    let (io, client): (Box<dyn Io>, SocketAddr) = if info.proxy_protocol {
+        let read =
+            tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy_protocol::read_header(tcp)).await;
+        match read {
+            Ok(Ok((header, rest))) => {
+                let client = match header {
+                    ProxyHeader::Proxied { source, .. } => source,
+                    ProxyHeader::Local => peer,
+                };
+                (Box::new(rest), client)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "closing connection: {e}");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "closing connection: no PROXY header in time");
+                return None;
+            }
+        }
+    } else {
+        (Box::new(tcp), peer)
+    };
+    let (io, tls_info): (Box<dyn Io>, _) = match tls {
+        Some(acceptor) => match acceptor.accept(io).await {
+            Ok((stream, tls_info)) => (Box::new(stream), Some(tls_info)),
+            Err(e) => {
+                tracing::debug!(%client, "TLS handshake failed: {e}");
+                return None;
+            }
+        },
+        None => (io, None),
+    };
+    Some(Connection {
+        io,
+        peer,
+        client,
+        local,
+        tls: tls_info,
+        listener: info,
+        closing,
+    })
+}
+
+impl ListenerManager {
+    /// `workers`: the gateway workers' runtimes (one accept loop each).
+    pub fn new(workers: Vec<Handle>, handler: Arc<dyn ConnectionHandler>) -> ListenerManager {
+        ListenerManager {
+            workers,
+            handler,
+            running: BTreeMap::new(),
+        }
+    }
+
+    /// (asked, bound, TLS, open connections) of the running listeners.
+    pub fn listeners(&self) -> Vec<(SocketAddr, SocketAddr, bool, usize)> {
+        self.running
+            .iter()
+            .map(|(a, r)| {
+                let i = r.info.load();
+                (*a, i.bound, i.tls, r.connections.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
+    /// Make the running listeners exactly `desired`: open new ones, update
+    /// changed ones in place (servers, certificates), close the rest (they
+    /// have stopped accepting when this returns; their connections are told
+    /// to finish and close).
+    pub async fn apply(&mut self, desired: Vec<ListenerSpec>) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        let wanted: Vec<SocketAddr> = desired.iter().map(|s| s.addr).collect();
+        let stale: Vec<SocketAddr> = self
+            .running
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        for addr in stale {
+            if let Some(r) = self.running.remove(&addr) {
+                let _ = r.stop.send(true);
+                // Accept loops end at once; their connections carry on.
+                for t in r.tasks {
+                    let _ = t.await;
+                }
+                report.closed.push(addr);
+            }
+        }
+        for spec in desired {
+            let addr = spec.addr;
+            if let Some(r) = self.running.get(&addr) {
+                // A TLS listener stays TLS and a plain one plain: switching
+                // reopens the port.
+                if r.tls.is_some() == spec.tls.is_some() {
+                    let bound = r.info.load().bound;
+                    if let (Some(acceptor), Some(cfg)) = (&r.tls, spec.tls) {
+                        acceptor.update(cfg);
+                    }
+                    r.info.store(Arc::new(ListenerInfo {
+                        addr,
+                        bound,
+                        servers: spec.servers,
+                        scope: spec.scope,
+                        proxy_protocol: spec.proxy_protocol,
+                        keepalive_idle: spec.keepalive_idle,
+                        tls: r.tls.is_some(),
+                    }));
+                    report.updated.push(addr);
+                    continue;
+                }
+                if let Some(r) = self.running.remove(&addr) {
+                    let _ = r.stop.send(true);
+                    // Let the old sockets go before binding again.
+                    for t in r.tasks {
+                        let _ = t.await;
+                    }
+                }
+            }
+            match self.open(spec).await {
+                Ok((bound, running)) => {
+                    self.running.insert(addr, running);
+                    report.opened.push((addr, bound));
+                }
+                Err(e) => report.failed.push((addr, e.to_string())),
+            }
+        }
+        report
+    }
+
+    async fn open(&self, spec: ListenerSpec) -> io::Result<(SocketAddr, Running)> {
+        let workers = if self.workers.is_empty() {
+            vec![Handle::current()]
+        } else {
+            self.workers.clone()
+        };
+        let (sockets, bound) = bind(spec.addr, workers.len())?;
+        let tls = spec.tls.map(|c| Arc::new(TlsAcceptor::new(c)));
+        let info = Arc::new(ArcSwap::from_pointee(ListenerInfo {
+            addr: spec.addr,
+            bound,
+            servers: spec.servers,
+            scope: spec.scope,
+            proxy_protocol: spec.proxy_protocol,
+            keepalive_idle: spec.keepalive_idle,
+            tls: tls.is_some(),
+        }));
+        let (stop, stop_rx) = watch::channel(false);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::with_capacity(workers.len());
+        let mut ready = Vec::with_capacity(workers.len());
+        for (socket, worker) in sockets.into_iter().zip(workers) {
+            let (ready_tx, ready_rx) = oneshot::channel::<io::Result<()>>();
+            ready.push(ready_rx);
+            let (info, tls, handler, connections) = (
+                info.clone(),
+                tls.clone(),
+                self.handler.clone(),
+                connections.clone(),
+            );
+            let mut stop_rx = stop_rx.clone();
+            tasks.push(worker.spawn(async move {
+                let listener = match socket.listen(4096) {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    let (tcp, peer) = tokio::select! {
+                        r = listener.accept() => match r {
+                            Ok(x) => x,
+                            Err(e) => {
+                                // Out of descriptors and the like: keep serving.
+                                tracing::warn!("accept failed: {e}");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        },
+                        _ = stopped(&mut stop_rx) => break,
+                    };
+                    let (info, tls, handler, connections) = (
+                        info.load_full(),
+                        tls.clone(),
+                        handler.clone(),
+                        connections.clone(),
+                    );
+                    let closing = stop_rx.clone();
+                    connections.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        if let Some(conn) = prepare(tcp, peer, info, tls, closing).await {
+                            handler.serve(conn).await;
+                        }
+                        connections.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+            }));
+        }
+        for r in ready {
+            match r.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let _ = stop.send(true);
+                    return Err(e);
+                }
+                Err(_) => {
+                    let _ = stop.send(true);
+                    return Err(io::Error::other(
+                        "a gateway worker stopped while opening a listener",
+                    ));
+                }
+            }
+        }
+        Ok((
+            bound,
+            Running {
+                info,
+                tls,
+                stop,
+                tasks,
+                connections,
+            },
+        ))
+    }
+
+    /// Close every listener; returns once they stopped accepting.
+    pub async fn close_all(&mut self) {
+        let all = std::mem::take(&mut self.running);
+        for (_, r) in all {
+            let _ = r.stop.send(true);
+            for t in r.tasks {
+                let _ = t.await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::Credentials;
+    use crate::tls::config::testing::{Ca, secret};
+    use skiff_api::istio::Gateway;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers each connection with one line describing it, then closes
+    /// (or waits for `closing` when the client says "wait").
+    struct Echo;
+
+    impl ConnectionHandler for Echo {
+        fn serve(&self, mut c: Connection) -> BoxFuture {
+            Box::pin(async move {
+                let mut buf = [0u8; 4];
+                let n = c.io.read(&mut buf).await.unwrap_or(0);
+                if &buf[..n] == b"wait" {
+                    let _ = c.closing.wait_for(|s| *s).await;
+                }
+                let line = format!(
+                    "client={} tls={} redirect={} servers={}\n",
+                    c.client,
+                    c.tls
+                        .as_ref()
+                        .and_then(|t| t.sni.clone())
+                        .unwrap_or_default(),
+                    c.listener.https_redirect(),
+                    c.listener.servers.len()
+                );
+                let _ = c.io.write_all(line.as_bytes()).await;
+                let _ = c.io.shutdown().await;
+            })
+        }
+    }
+
+    fn servers(yaml: &str) -> Vec<(u16, Vec<BoundServer>)> {
+        let g: Gateway = crate::istio::testing::yaml(yaml);
+        crate::istio::binding::servers_by_port(&[g]).0
+    }
+
+    async fn ask(addr: SocketAddr, send: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(send).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    fn any_port() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_update_close() {
+        let mut m =
+            ListenerManager::new(vec![Handle::current(), Handle::current()], Arc::new(Echo));
+        let gw = servers(
+            "metadata: {name: g, namespace: x}\nspec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], tls: {httpsRedirect: true}}]}",
+        );
+        let r = m
+            .apply(vec![ListenerSpec::plain(any_port(), gw[0].1.clone())])
+            .await;
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        let (_, bound) = r.opened[0];
+        assert!(ask(bound, b"x").await.contains("redirect=true servers=1"));
+        // Update in place: same socket, new servers.
+        let r = m.apply(vec![ListenerSpec::plain(any_port(), vec![])]).await;
+        assert_eq!(r.updated, [any_port()]);
+        assert!(ask(bound, b"x").await.contains("redirect=false servers=0"));
+        // A connection in flight survives the close and is told to finish.
+        let mut inflight = TcpStream::connect(bound).await.unwrap();
+        inflight.write_all(b"wait").await.unwrap();
+        while m.listeners()[0].3 == 0 {
+            tokio::task::yield_now().await;
+        }
+        let r = m.apply(vec![]).await;
+        assert_eq!(r.closed, [any_port()]);
+        let mut out = String::new();
+        inflight.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("client=127.0.0.1"), "{out}");
+        // And the port no longer accepts.
+        assert!(TcpStream::connect(bound).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn proxy_protocol_gives_the_client_address() {
+        let mut m = ListenerManager::new(vec![], Arc::new(Echo));
+        let mut spec = ListenerSpec::plain(any_port(), vec![]);
+        spec.proxy_protocol = true;
+        let bound = m.apply(vec![spec]).await.opened[0].1;
+        let out = ask(bound, b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 80\r\nx").await;
+        assert!(out.starts_with("client=203.0.113.7:40000"), "{out}");
+        // Without a header the connection is refused (closed).
+        assert_eq!(ask(bound, b"GET / HTTP/1.1\r\n\r\n").await, "");
+        m.close_all().await;
+    }
+
+    #[tokio::test]
+    async fn tls_listener_and_bind_errors() {
+        let ca = Ca::new("ca");
+        let leaf = ca.leaf(&["shop.example.com"], &[]);
+        let creds = Credentials::new([secret("x", "shop", &leaf, None)]);
+        let gw = servers(
+            "metadata: {name: g, namespace: x}\nspec: {servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [shop.example.com], tls: {mode: SIMPLE, credentialName: shop}}]}",
+        );
+        let (tls, problems) = TlsListenerConfig::from_servers(&gw[0].1, &creds);
+        assert!(problems.is_empty());
+        let mut m = ListenerManager::new(vec![], Arc::new(Echo));
+        let mut spec = ListenerSpec::plain(any_port(), gw[0].1.clone());
+        spec.tls = Some(tls);
+        let bound = m.apply(vec![spec]).await.opened[0].1;
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::config::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(bound).await.unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect("shop.example.com".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        assert!(out.contains("tls=shop.example.com"), "{out}");
+        // A port taken by someone else is reported, not fatal.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = m
+            .apply(vec![ListenerSpec::plain(
+                taken.local_addr().unwrap(),
+                vec![],
+            )])
+            .await;
+        assert_eq!(r.failed.len(), 1, "{r:?}");
+        assert_eq!(r.closed.len(), 1);
+        m.close_all().await;
+    }
+}
