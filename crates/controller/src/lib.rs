@@ -8,8 +8,10 @@
 //! traits, so the same reconcilers run against SQLite locally and against the
 //! Kubernetes API later.
 
+pub mod autoscaling;
 mod children;
 mod drain;
+pub mod endpoints;
 pub mod network;
 mod queue;
 mod reconcile;
@@ -22,13 +24,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_api::ObjectKey;
+use skiff_api::config::AutoscalerConfig;
 use skiff_api::labels;
 use skiff_api::object::{self, CONFIGURATION, REVISION, ROUTE, SERVICE};
 use skiff_api::serving::{Revision, Route};
 use skiff_proxy::{EndpointRegistry, Gateway};
-use skiff_runtime::{RevisionState, Runtime, RuntimeState};
+use skiff_runtime::{RevisionKey, RevisionState, Runtime, RuntimeState};
 use skiff_store::{Event, EventType, Store, TypedStore};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, watch};
+
+pub use autoscaling::{Autoscaling, AutoscalingCollector};
 
 pub use drain::GatewayDrainer;
 pub use network::NetworkConfig;
@@ -49,16 +55,26 @@ pub struct Controller<S: Store, R: Runtime> {
     routing_dirty: bool,
     table_version: u64,
     runtime_state: Arc<RuntimeState>,
+    autoscaling: Autoscaling,
+    /// Revisions whose scaling status changed (from the autoscaling loop).
+    scale_status: mpsc::UnboundedReceiver<RevisionKey>,
+    autoscaler_config: watch::Receiver<Arc<AutoscalerConfig>>,
 }
 
 impl<S: Store, R: Runtime> Controller<S, R> {
+    /// `autoscaler_config` is the cluster's config-autoscaler; a change
+    /// applies to every revision at once.
     pub fn new(
         store: S,
         runtime: Arc<R>,
         gateway: Arc<Gateway>,
         registry: Arc<Mutex<EndpointRegistry>>,
         network: NetworkConfig,
+        autoscaler_config: watch::Receiver<Arc<AutoscalerConfig>>,
     ) -> Self {
+        let config = autoscaler_config.borrow().clone();
+        let (autoscaling, scale_status) =
+            Autoscaling::new(runtime.clone() as Arc<dyn Runtime>, gateway.clone(), config);
         Controller {
             store,
             runtime,
@@ -69,13 +85,39 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             routing_dirty: true,
             table_version: 0,
             runtime_state: Arc::new(RuntimeState::default()),
+            autoscaling,
+            scale_status,
+            autoscaler_config,
         }
+    }
+
+    /// The autoscaler (for its metrics).
+    pub fn autoscaling(&self) -> &Autoscaling {
+        &self.autoscaling
     }
 
     /// Run until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut events = self.store.watch();
         let mut runtime_rx = self.runtime.subscribe();
+        // Endpoint sets follow the runtime directly (cold starts).
+        let sync = tokio::spawn(endpoints::run(
+            self.gateway.clone(),
+            self.registry.clone(),
+            self.runtime.subscribe(),
+        ));
+        let (poke_tx, poke_rx) = mpsc::unbounded_channel();
+        self.gateway.backends().set_poke(poke_tx);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let scaler = tokio::spawn(self.autoscaling.clone().run(
+            poke_rx,
+            self.runtime.subscribe(),
+            self.autoscaler_config.clone(),
+            async move {
+                let mut rx = stop_rx;
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ));
         self.enqueue_all().await;
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
@@ -108,10 +150,16 @@ impl<S: Store, R: Runtime> Controller<S, R> {
                     self.runtime_changed(state);
                 }
                 _ = resync.tick() => self.enqueue_all().await,
+                Some(key) = self.scale_status.recv() => {
+                    self.queue.add(ObjectKey::new(&REVISION, &key.namespace, &key.name));
+                }
                 _ = sleep_until(due) => {}
                 _ = &mut shutdown => break,
             }
         }
+        let _ = stop_tx.send(true);
+        let _ = scaler.await;
+        sync.abort();
     }
 
     fn runtime_changed(&mut self, state: Arc<RuntimeState>) {
@@ -191,6 +239,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
     async fn reconcile(&mut self, key: ObjectKey) {
         let ctx = Ctx {
             store: &self.store,
+            autoscaling: &self.autoscaling,
             runtime: &*self.runtime,
             network: &self.network,
             runtime_state: &self.runtime_state,
@@ -228,18 +277,16 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             }
         };
         self.table_version += 1;
-        let table = {
-            let mut registry = self.registry.lock().expect("registry lock");
-            routing::build(
-                self.table_version,
-                &routes,
-                &revisions,
-                &self.runtime_state,
-                &mut registry,
-                &self.network,
-            )
-        };
+        let backends = self.gateway.backends();
+        let (table, routed) = routing::build(self.table_version, &routes, backends, &self.network);
         self.gateway.publish(table);
+        // Backends of deleted revisions go (their requests fail fast).
+        let existing: std::collections::HashSet<String> = revisions
+            .iter()
+            .map(|r| format!("{}/{}", r.metadata.namespace, r.metadata.name))
+            .collect();
+        backends.retain(|name| existing.contains(name));
+        self.autoscaling.set_routed(routed);
         self.routing_dirty = false;
     }
 }

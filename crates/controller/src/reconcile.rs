@@ -12,7 +12,7 @@ use skiff_api::serving::{
     Addressable, Configuration, ConfigurationStatus, Revision, RevisionStatus, Route, RouteStatus,
     Service, ServiceStatus, TrafficTarget, conditions,
 };
-use skiff_runtime::{Phase, RevisionKey, RevisionState, Runtime};
+use skiff_runtime::{Phase, RevisionKey, Runtime};
 use skiff_store::{Store, StoreError, TypedStore, Write};
 
 use crate::children;
@@ -22,6 +22,7 @@ use crate::traffic;
 /// What reconcilers share.
 pub struct Ctx<'a, S, R> {
     pub store: &'a S,
+    pub autoscaling: &'a crate::autoscaling::Autoscaling,
     pub runtime: &'a R,
     pub network: &'a NetworkConfig,
     pub runtime_state: &'a skiff_runtime::RuntimeState,
@@ -368,12 +369,6 @@ pub async fn configuration<S: Store, R: Runtime>(
 
 // --------------------------------------------------------------- Revision
 
-/// Instances a revision runs (autoscaling decides this later; the spine runs
-/// its initial scale).
-pub fn desired_scale(_rev: &Revision) -> u32 {
-    1
-}
-
 pub async fn revision<S: Store, R: Runtime>(
     ctx: &Ctx<'_, S, R>,
     ns: &str,
@@ -382,25 +377,36 @@ pub async fn revision<S: Store, R: Runtime>(
     let key = RevisionKey::new(ns, name);
     let Some(mut rev) = ctx.store.get_as::<Revision>(ns, name).await? else {
         ctx.runtime.remove(&key);
+        ctx.autoscaling.remove(&key);
         return Ok(());
     };
-    let scale = desired_scale(&rev);
-    ctx.runtime.apply(&rev, scale);
+    // The autoscaler decides how many instances run, and runs them.
+    ctx.autoscaling.apply(&rev);
+    let scale = ctx.autoscaling.status(&key);
     let state = ctx
         .runtime_state
         .revisions
         .get(&key)
         .cloned()
-        .unwrap_or(RevisionState {
-            desired: scale,
-            ..Default::default()
-        });
+        .unwrap_or_default();
 
     let before = rev.status.clone();
     let status = rev.status.get_or_insert_with(RevisionStatus::default);
     status.observed_generation = Some(rev.metadata.generation);
     status.actual_replicas = Some(state.ready_count() as i32);
-    status.desired_replicas = Some(state.desired as i32);
+    status.desired_replicas = scale
+        .as_ref()
+        .map_or(Some(state.desired as i32), |s| Some(s.desired));
+    // Active is not part of Ready: a revision at zero is still Ready.
+    if let Some(s) = &scale {
+        condition::set(
+            &mut status.conditions,
+            conditions::ACTIVE,
+            s.active,
+            Some(s.active_reason),
+            Some(s.active_message.to_string()),
+        );
+    }
     let mut conds = Conditions::new(&mut status.conditions, conditions::REVISION);
     conds.initialize();
     let ready = state.ready_count();

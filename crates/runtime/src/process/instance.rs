@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, killpg};
@@ -30,6 +31,8 @@ pub(crate) struct Supervisor {
     pub id: InstanceId,
     pub workload: Arc<Workload>,
     pub stop: watch::Receiver<Stop>,
+    /// Runs in a row that failed before readiness.
+    pub start_failures: AtomicU32,
 }
 
 /// How one run of the process ended.
@@ -37,7 +40,8 @@ enum Ended {
     /// Asked to stop; the process is gone.
     Stopped,
     /// Could not start, exited, or never became ready: retry after backoff.
-    Failed(Failure),
+    /// `ready`: the run had passed readiness.
+    Failed(Failure, bool),
 }
 
 impl Supervisor {
@@ -57,12 +61,18 @@ impl Supervisor {
             let started = Instant::now();
             match self.run_once(&log, restarts).await {
                 Ended::Stopped => break,
-                Ended::Failed(failure) => {
+                Ended::Failed(failure, ready) => {
                     tracing::warn!(
                         revision = %self.key, instance = %self.id,
                         reason = %failure.reason, "{}", failure.message
                     );
-                    self.inner.set_failure(&self.key, Some(failure));
+                    let n = if ready {
+                        0
+                    } else {
+                        self.start_failures.fetch_add(1, Ordering::Relaxed) + 1
+                    };
+                    self.inner
+                        .instance_failed(&self.key, self.id, n, Some(failure));
                 }
             }
             if started.elapsed() >= BACKOFF_RESET_AFTER {
@@ -91,6 +101,7 @@ impl Supervisor {
                 restarts,
                 started: SystemTime::now(),
                 h2c: self.workload.h2c,
+                start_failures: self.start_failures.load(Ordering::Relaxed),
             },
         );
     }
@@ -100,11 +111,14 @@ impl Supervisor {
         let port = match free_port() {
             Ok(p) => p,
             Err(e) => {
-                return Ended::Failed(Failure {
-                    reason: "PortUnavailable".into(),
-                    message: format!("no free port for the instance: {e}"),
-                    before_ready: !self.inner.ever_ready(&self.key),
-                });
+                return Ended::Failed(
+                    Failure {
+                        reason: "PortUnavailable".into(),
+                        message: format!("no free port for the instance: {e}"),
+                        before_ready: !self.inner.ever_ready(&self.key),
+                    },
+                    false,
+                );
             }
         };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -126,11 +140,14 @@ impl Supervisor {
                 };
                 let message = format!("cannot start command {:?}: {e}", w.program);
                 log.note(&format!("skiff: {message}"));
-                return Ended::Failed(Failure {
-                    reason: reason.into(),
-                    message,
-                    before_ready: !self.inner.ever_ready(&self.key),
-                });
+                return Ended::Failed(
+                    Failure {
+                        reason: reason.into(),
+                        message,
+                        before_ready: !self.inner.ever_ready(&self.key),
+                    },
+                    false,
+                );
             }
         };
         let pid = child.id();
@@ -153,7 +170,7 @@ impl Supervisor {
             };
             tokio::select! {
                 status = child.wait() => {
-                    return Ended::Failed(self.exited(status, log, spawned.elapsed()));
+                    return Ended::Failed(self.exited(status, log, spawned.elapsed()), false);
                 }
                 _ = stopping(&mut stop, |s| s != Stop::Run) => {
                     self.terminate(&mut child, addr, pid, restarts).await;
@@ -171,7 +188,7 @@ impl Supervisor {
                         reason: "ProgressDeadlineExceeded".into(),
                         message,
                         before_ready: !self.inner.ever_ready(&self.key),
-                    });
+                    }, false);
                 }
                 r = probe => if r.is_ok() { break },
             }
@@ -180,6 +197,7 @@ impl Supervisor {
             revision = %self.key, instance = %self.id, %addr,
             ready_after_ms = spawned.elapsed().as_millis() as u64, "instance ready"
         );
+        self.start_failures.store(0, Ordering::Relaxed);
         self.publish(addr, Phase::Ready, pid, restarts);
         self.inner.set_failure(&self.key, None);
 
@@ -189,7 +207,7 @@ impl Supervisor {
         loop {
             tokio::select! {
                 status = child.wait() => {
-                    return Ended::Failed(self.exited(status, log, spawned.elapsed()));
+                    return Ended::Failed(self.exited(status, log, spawned.elapsed()), true);
                 }
                 _ = stopping(&mut stop, |s| s != Stop::Run) => {
                     self.terminate(&mut child, addr, pid, restarts).await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skiff_api::admission::Defaults;
+use skiff_api::config::AutoscalerConfig;
 use skiff_controller::{Controller, GatewayDrainer, NetworkConfig};
 use skiff_proxy::{EndpointRegistry, Gateway, GatewayThreads, ListenerScope, RoutingTable};
 use skiff_runtime::Runtime;
@@ -105,18 +106,24 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }
     };
 
+    // The cluster's config-autoscaler: Knative's defaults until the
+    // ConfigMap is served (the controller follows changes of this channel).
+    let (_autoscaler_config_tx, autoscaler_config) =
+        watch::channel(Arc::new(AutoscalerConfig::default()));
     let controller = Controller::new(
         store.clone(),
         Arc::new(runtime.clone()),
         gateway.clone(),
         registry,
         NetworkConfig::default(),
+        autoscaler_config,
     );
-    let controller_task = tokio::spawn(controller.run(stopped()));
     let mut metrics = prometheus_client::registry::Registry::default();
     metrics.register_collector(Box::new(skiff_proxy::metrics::GatewayCollector(
         gateway.clone(),
     )));
+    metrics.register_collector(Box::new(controller.autoscaling().collector()));
+    let controller_task = tokio::spawn(controller.run(stopped()));
     let admin_state = Arc::new(admin::AdminState {
         store,
         runtime: runtime.clone(),
@@ -154,6 +161,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         // Nothing routes to instances any more: they stop without waiting
         // for the gateway.
         gateway.publish(RoutingTable::default());
+        for b in gateway.backends().all() {
+            b.set_endpoints(Vec::new());
+        }
         runtime.shutdown().await;
     };
     tokio::pin!(drain);
