@@ -15,6 +15,20 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline tools need no async runtime.
+    if let Command::Autoscaler(cmd) = &cli.command {
+        let r = match cmd {
+            cli::AutoscalerCommand::Decide => cli::autoscaler::decide(),
+            cli::AutoscalerCommand::Simulate(args) => cli::autoscaler::simulate(args),
+        };
+        return match r {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The example apps run their own runtime.
     if let Command::Example { name } = &cli.command {
         return match name.as_str() {
@@ -67,6 +81,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(args) => cli::get::run(&client(), args).await,
         Command::Delete(args) => cli::delete::run(&client(), args).await,
         Command::Logs(args) => cli::logs::run(&client(), args).await,
-        Command::Example { .. } => unreachable!("handled before the runtime starts"),
+        Command::Example { .. } | Command::Autoscaler(_) => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
