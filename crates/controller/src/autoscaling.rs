@@ -229,6 +229,10 @@ impl Autoscaling {
         let e = st.entries.get_mut(&key).expect("inserted");
         e.backend
             .configure(e.settings.container_concurrency.max(0) as usize, timeout);
+        if e.published.is_none() {
+            // A new revision: its bounds hold from the first instance on.
+            self.shared.reconcile(&key, e, t);
+        }
         self.shared
             .runtime
             .apply(&e.rev, e.pa.replicas().max(0) as u32);
