@@ -547,4 +547,32 @@ mod tests {
             Mode::Proxy
         );
     }
+
+    proptest::proptest! {
+        /// Whatever the decider says and however time passes, a reachable
+        /// revision's instance count stays within [min-scale, max-scale].
+        #[test]
+        fn applied_counts_stay_within_bounds(
+            min in 0i32..5,
+            extra in 0i32..5,
+            unlimited in proptest::bool::ANY,
+            steps in proptest::collection::vec((-1i32..50, 0i32..60, 1i64..40), 1..60),
+        ) {
+            let max = if unlimited { 0 } else { min.max(1) + extra };
+            let mut s = settings(&[]);
+            s.min_scale = min;
+            s.max_scale = max;
+            let mut pa = PodAutoscaler::new(&s, R, t(0));
+            let mut now = 0;
+            for (desired, ready, dt) in steps {
+                now += dt;
+                let d = pa.reconcile(&s, R, &status(desired, -1), ready, t(now));
+                if let Some(n) = d.apply {
+                    proptest::prop_assert!(n >= 0);
+                    proptest::prop_assert!(max == 0 || n <= max, "{n} > max {max}");
+                    proptest::prop_assert!(n >= min, "{n} < min {min}");
+                }
+            }
+        }
+    }
 }

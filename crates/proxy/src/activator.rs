@@ -628,3 +628,141 @@ impl Backends {
             .any(|b| b.endpoints.load().iter().any(|e| Arc::ptr_eq(e, endpoint)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(i: u64) -> Arc<Endpoint> {
+        Arc::new(Endpoint::new(
+            format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+            "ns/rev".into(),
+            i,
+            false,
+        ))
+    }
+
+    async fn until(f: impl Fn() -> bool) {
+        while !f() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn later() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(30)
+    }
+
+    #[tokio::test]
+    async fn freed_slots_go_to_queued_requests_in_order_within_the_limit() {
+        let backends = Backends::default();
+        let b = backends.get("ns/rev");
+        b.configure(1, Duration::from_secs(30));
+        let e = endpoint(1);
+        b.set_endpoints(vec![e.clone()]);
+        let first = Slot::new(b.try_acquire(&[]).unwrap(), b.clone(), false);
+        assert!(
+            b.try_acquire(&[]).is_none(),
+            "containerConcurrency 1 is full"
+        );
+        let w1 = tokio::spawn({
+            let b = b.clone();
+            async move { b.wait(later()).await }
+        });
+        until(|| b.queued() == 1).await;
+        let w2 = tokio::spawn({
+            let b = b.clone();
+            async move { b.wait(later()).await }
+        });
+        until(|| b.queued() == 2).await;
+        // Nobody may jump the queue while requests wait.
+        assert!(b.try_acquire(&[]).is_none());
+        drop(first);
+        let g1 = w1.await.unwrap().unwrap();
+        assert_eq!(e.in_flight(), 1);
+        assert_eq!(b.queued(), 1);
+        drop(Slot::new(g1, b.clone(), false));
+        let g2 = w2.await.unwrap().unwrap();
+        assert_eq!((e.in_flight(), b.queued()), (1, 0));
+        drop(Slot::new(g2, b.clone(), false));
+        assert_eq!(e.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_instance_takes_queued_requests_at_once() {
+        let backends = Backends::default();
+        let b = backends.get("ns/rev");
+        b.configure(2, Duration::from_secs(30));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.wait(later()).await })
+            })
+            .collect();
+        until(|| b.queued() == 3).await;
+        let e = endpoint(1);
+        b.set_endpoints(vec![e.clone()]);
+        // Two slots: two requests dispatched, one still queued.
+        until(|| b.queued() == 1).await;
+        assert_eq!(e.in_flight(), 2);
+        let e2 = endpoint(2);
+        b.set_endpoints(vec![e.clone(), e2.clone()]);
+        for w in waiters {
+            let ep = w.await.unwrap().unwrap();
+            ep.release();
+        }
+        assert_eq!((e.in_flight(), e2.in_flight()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn start_failures_fail_queued_and_new_requests_at_once() {
+        let backends = Backends::default();
+        let b = backends.get("ns/rev");
+        b.configure(0, Duration::from_secs(30));
+        let w = tokio::spawn({
+            let b = b.clone();
+            async move { b.wait(later()).await }
+        });
+        until(|| b.queued() == 1).await;
+        b.set_failure(Some("exited with code 3".into()));
+        assert_eq!(
+            w.await.unwrap().unwrap_err(),
+            Rejection::Failed("exited with code 3".into())
+        );
+        assert!(matches!(b.wait(later()).await, Err(Rejection::Failed(_))));
+        b.set_failure(None);
+        // Unknown revisions fail at once too.
+        let other = backends.get("ns/unknown");
+        assert_eq!(
+            other.wait(later()).await.unwrap_err(),
+            Rejection::NotRunning
+        );
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_time() {
+        let backends = Backends::default();
+        let b = backends.get("ns/rev");
+        b.configure(1, Duration::from_secs(30));
+        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        match b.wait(soon).await {
+            Err(Rejection::TimedOut { ready: 0, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(b.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn draining_instances_get_no_new_slots() {
+        let backends = Backends::default();
+        let b = backends.get("ns/rev");
+        b.configure(0, Duration::from_secs(30));
+        let e = endpoint(1);
+        b.set_endpoints(vec![e.clone()]);
+        e.drain();
+        assert!(b.try_acquire(&[]).is_none());
+        assert_eq!(e.in_flight(), 0);
+        assert!(backends.references(&e));
+        b.set_endpoints(Vec::new());
+        assert!(!backends.references(&e));
+    }
+}

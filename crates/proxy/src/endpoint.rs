@@ -131,6 +131,17 @@ impl Lease {
     }
 }
 
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("revision", &self.revision)
+            .field("instance", &self.instance)
+            .field("addr", &self.addr)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
 impl Endpoint {
     pub fn new(addr: SocketAddr, revision: Arc<str>, instance: u64, h2c: bool) -> Endpoint {
         Endpoint {
