@@ -169,14 +169,14 @@ SKIFF_DATA=$DATA
 } | "$SKIFF_BIN" --data-dir "$DATA" apply -f - >/dev/null
 wait_ready "$SKIFF_BIN" "$DATA" serve-mode
 wait_ready "$SKIFF_BIN" "$DATA" proxy-mode
-# Cold-start services: created now, they reach zero while the rest runs.
+measure serve "http://127.0.0.1:$GW/" "$(HOSTOF serve-mode)"
+measure proxy "http://127.0.0.1:$GW/" "$(HOSTOF proxy-mode)"
+# Cold-start services: created once the throughput runs are over (their
+# start and scale-down would skew them), then left to reach zero.
 for i in $(seq "$COLD"); do
     ksvc "cold$i" "" gcr.io/knative-samples/autoscale-go
     echo "---"
 done | "$SKIFF_BIN" --data-dir "$DATA" apply -f - >/dev/null
-sleep 3
-measure serve "http://127.0.0.1:$GW/" "$(HOSTOF serve-mode)"
-measure proxy "http://127.0.0.1:$GW/" "$(HOSTOF proxy-mode)"
 
 log "waiting for the $COLD cold-start services to reach zero"
 ADMIN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$SKIFF_DATA/server.json")

@@ -456,6 +456,12 @@ impl Shared {
             tracing::info!(
                 revision = %key, from = before, to = n, ready = e.ready,
                 reason = d.reason.as_deref().unwrap_or(""),
+                metric = e.settings.metric.as_str(),
+                stable = e.observed.map(|o| o.0),
+                panic = e.observed.map(|o| o.1),
+                target = e.settings.target,
+                panicking = e.decider.panicking(),
+                activator_in_path = d.mode == Mode::Proxy,
                 "scaling"
             );
             self.runtime.apply(&e.rev, n.max(0) as u32);

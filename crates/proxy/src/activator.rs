@@ -255,6 +255,10 @@ impl Backend {
                     let f: Arc<str> = f.into();
                     *cur = Some(f.clone());
                     drop(cur);
+                    // This cold start is over: it failed.
+                    if self.cold_active.swap(false, Ordering::AcqRel) {
+                        *lock(&self.cold) = Cold::default();
+                    }
                     self.reject_all(Rejection::Failed(f));
                 }
             }
@@ -347,7 +351,7 @@ impl Backend {
     pub(crate) fn enter(self: &Arc<Self>, now: Instant) -> Entered {
         self.stats.request_in(now, false);
         Entered {
-            backend: self.clone(),
+            backend: Some(self.clone()),
         }
     }
 
@@ -520,20 +524,36 @@ impl Drop for Ticket<'_> {
     }
 }
 
-/// A request counted at the activator (until dropped).
+/// A request counted at the activator (until dropped, or until it becomes
+/// part of its [`Slot`]).
 pub struct Entered {
-    backend: Arc<Backend>,
+    /// None once handed to a slot.
+    backend: Option<Arc<Backend>>,
+}
+
+impl Entered {
+    /// The request got `endpoint`'s slot: the slot ends both counts.
+    pub(crate) fn into_slot(mut self, endpoint: Arc<Endpoint>) -> Slot {
+        let backend = self
+            .backend
+            .take()
+            .expect("an entered request has its backend");
+        Slot::with(endpoint, backend, true)
+    }
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        self.backend.stats.request_out(Instant::now(), false);
+        if let Some(b) = &self.backend {
+            b.stats.request_out(Instant::now(), false);
+        }
     }
 }
 
 /// A request's slot at an instance, held until its response body ends:
-/// the queue-proxy's concurrency accounting. Releasing it hands the slot to
-/// the oldest queued request, if any.
+/// the queue-proxy's concurrency accounting (and the activator's, for a
+/// request that went through it). Releasing it hands the slot to the oldest
+/// queued request, if any.
 pub struct Slot {
     endpoint: Arc<Endpoint>,
     backend: Arc<Backend>,
@@ -541,8 +561,13 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Wrap a slot already taken on `endpoint`.
-    pub(crate) fn new(endpoint: Arc<Endpoint>, backend: Arc<Backend>, proxied: bool) -> Slot {
+    /// Wrap a slot already taken on `endpoint` by a request that did not go
+    /// through the activator.
+    pub(crate) fn new(endpoint: Arc<Endpoint>, backend: Arc<Backend>) -> Slot {
+        Slot::with(endpoint, backend, false)
+    }
+
+    fn with(endpoint: Arc<Endpoint>, backend: Arc<Backend>, proxied: bool) -> Slot {
         endpoint.stats.request_in(Instant::now(), proxied);
         Slot {
             endpoint,
@@ -550,14 +575,20 @@ impl Slot {
             proxied,
         }
     }
+
+    pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.endpoint
-            .stats
-            .request_out(Instant::now(), self.proxied);
+        let now = Instant::now();
+        self.endpoint.stats.request_out(now, self.proxied);
         self.endpoint.release();
+        if self.proxied {
+            self.backend.stats.request_out(now, false);
+        }
         if self.backend.waiting.load(Ordering::SeqCst) > 0 {
             self.backend.dispatch();
         }
@@ -659,7 +690,7 @@ mod tests {
         b.configure(1, Duration::from_secs(30));
         let e = endpoint(1);
         b.set_endpoints(vec![e.clone()]);
-        let first = Slot::new(b.try_acquire(&[]).unwrap(), b.clone(), false);
+        let first = Slot::new(b.try_acquire(&[]).unwrap(), b.clone());
         assert!(
             b.try_acquire(&[]).is_none(),
             "containerConcurrency 1 is full"
@@ -680,10 +711,10 @@ mod tests {
         let g1 = w1.await.unwrap().unwrap();
         assert_eq!(e.in_flight(), 1);
         assert_eq!(b.queued(), 1);
-        drop(Slot::new(g1, b.clone(), false));
+        drop(Slot::new(g1, b.clone()));
         let g2 = w2.await.unwrap().unwrap();
         assert_eq!((e.in_flight(), b.queued()), (1, 0));
-        drop(Slot::new(g2, b.clone(), false));
+        drop(Slot::new(g2, b.clone()));
         assert_eq!(e.in_flight(), 0);
     }
 

@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::activator::{Entered, Slot};
+use crate::activator::Slot;
 use crate::body::UpstreamRequestBody;
 use crate::queue_proxy::RequestStats;
 use crate::worker::{self, ShardedCounter};
@@ -109,24 +109,17 @@ pub enum SendError {
 /// Holds the request's slot on the endpoint (and, for HTTP/1, the
 /// connection) until the response body ends.
 pub struct Lease {
-    endpoint: Arc<Endpoint>,
     sender: Option<http1::SendRequest<UpstreamRequestBody>>,
-    /// Released after the connection went back to the pool (field order),
-    /// so a request handed this slot finds the connection.
-    _slot: Slot,
-    /// The request's count at the activator, if it went through it.
-    _entered: Option<Entered>,
+    /// Released after the connection went back to the pool, so a request
+    /// handed this slot finds the connection.
+    slot: Slot,
 }
 
 impl Lease {
-    pub(crate) fn attach(&mut self, entered: Option<Entered>) {
-        self._entered = entered;
-    }
-
     /// The response body ended (`clean`) or was abandoned/failed.
     pub fn finish(mut self, clean: bool) {
         if clean && let Some(sender) = self.sender.take() {
-            self.endpoint.check_in(sender);
+            self.slot.endpoint().check_in(sender);
         }
     }
 }
@@ -268,17 +261,12 @@ impl Endpoint {
     /// we write into it (the keep-alive race): when `request` is idempotent
     /// and has no body it is sent once more on a new connection.
     pub(crate) async fn send(
-        self: &Arc<Self>,
+        &self,
         request: Request<UpstreamRequestBody>,
         slot: Slot,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         self.requests.inc();
-        let mut lease = Lease {
-            endpoint: self.clone(),
-            sender: None,
-            _slot: slot,
-            _entered: None,
-        };
+        let mut lease = Lease { sender: None, slot };
         let result = if self.h2c {
             self.send_h2(request).await
         } else {

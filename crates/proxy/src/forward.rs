@@ -80,17 +80,21 @@ pub(crate) async fn forward(
             }
         };
         tried[attempt] = Arc::as_ptr(&ep) as usize;
-        let slot = Slot::new(ep.clone(), backend.clone(), entered.is_some());
+        let (instance, addr) = (ep.instance, ep.addr);
+        let slot = match entered.take() {
+            Some(e) => e.into_slot(ep),
+            None => Slot::new(ep, backend.clone()),
+        };
+        let ep = slot.endpoint().clone();
         let sent = tokio::time::timeout_at(deadline, ep.send(req, slot)).await;
         let Ok(sent) = sent else {
             return timed_out(backend);
         };
         match sent {
-            Ok((resp, mut lease)) => {
+            Ok((resp, lease)) => {
                 if waited {
                     backend.note_first_byte();
                 }
-                lease.attach(entered.take());
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
                 return Response::from_parts(
@@ -102,9 +106,13 @@ pub(crate) async fn forward(
                 );
             }
             Err(SendError::NotSent { request, reason }) => {
-                tracing::debug!(endpoint = %ep.addr, "not sent, retrying: {reason}");
+                tracing::debug!(endpoint = %addr, "not sent, retrying: {reason}");
                 last_error = reason;
                 req = *request;
+                // Counted at the activator again if it retries through it.
+                if backend.in_proxy_mode() {
+                    entered = Some(backend.enter(Instant::now()));
+                }
             }
             Err(SendError::Failed { reason, .. }) => {
                 return local_reply(
@@ -113,7 +121,7 @@ pub(crate) async fn forward(
                     format!(
                         "skiff gateway: instance {} of revision {} ({}) closed the connection before responding: {reason}; \
                          the request may have been processed, so it was not retried",
-                        ep.instance, backend.revision, ep.addr
+                        instance, backend.revision, addr
                     ),
                 );
             }
