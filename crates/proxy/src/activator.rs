@@ -347,6 +347,18 @@ impl Backend {
         self.pick(tried)
     }
 
+    /// The fast path's bookkeeping on its own: a free slot if one is, as a
+    /// request would take it (`through_activator`: counted at the activator
+    /// too). Dropping the slot releases it. For benchmarks and tools.
+    pub fn try_slot(self: &Arc<Self>, through_activator: bool) -> Option<Slot> {
+        let ep = self.try_acquire(&[])?;
+        Some(if through_activator {
+            self.enter(Instant::now()).into_slot(ep)
+        } else {
+            Slot::new(ep, self.clone())
+        })
+    }
+
     /// Count a request at the activator from `now` until the guard drops.
     pub(crate) fn enter(self: &Arc<Self>, now: Instant) -> Entered {
         self.stats.request_in(now, false);
