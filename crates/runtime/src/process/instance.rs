@@ -130,7 +130,7 @@ impl Supervisor {
             ("K_REVISION".to_string(), w.revision.clone()),
         ]);
         log.clear_tail();
-        let mut child = match self.spawn(&env, log) {
+        let (mut child, mut pumps) = match self.spawn(&env, log) {
             Ok(c) => c,
             Err(e) => {
                 let reason = if e.kind() == std::io::ErrorKind::NotFound {
@@ -170,6 +170,7 @@ impl Supervisor {
             };
             tokio::select! {
                 status = child.wait() => {
+                    drain_pumps(&mut pumps).await;
                     return Ended::Failed(self.exited(status, log, spawned.elapsed()), false);
                 }
                 _ = stopping(&mut stop, |s| s != Stop::Run) => {
@@ -207,6 +208,7 @@ impl Supervisor {
         loop {
             tokio::select! {
                 status = child.wait() => {
+                    drain_pumps(&mut pumps).await;
                     return Ended::Failed(self.exited(status, log, spawned.elapsed()), true);
                 }
                 _ = stopping(&mut stop, |s| s != Stop::Run) => {
@@ -236,7 +238,11 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self, env: &[(String, String)], log: &Arc<LogSink>) -> std::io::Result<Child> {
+    fn spawn(
+        &self,
+        env: &[(String, String)],
+        log: &Arc<LogSink>,
+    ) -> std::io::Result<(Child, Vec<tokio::task::JoinHandle<()>>)> {
         let w = &self.workload;
         let mut cmd = Command::new(&w.program);
         cmd.args(&w.args);
@@ -266,13 +272,14 @@ impl Supervisor {
             });
         }
         let mut child = cmd.spawn()?;
+        let mut pumps = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(log.clone().pump(out));
+            pumps.push(tokio::spawn(log.clone().pump(out)));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(log.clone().pump(err));
+            pumps.push(tokio::spawn(log.clone().pump(err)));
         }
-        Ok(child)
+        Ok((child, pumps))
     }
 
     fn exited(
@@ -302,8 +309,6 @@ impl Supervisor {
                 format!("could not be waited for: {e}"),
             ),
         };
-        // Give the log pumps a moment to drain the pipes.
-        std::thread::sleep(Duration::from_millis(5));
         let tail = log.tail();
         let mut message = format!(
             "process {:?} {what} after {:.1}s",
@@ -364,6 +369,19 @@ fn kill_group(pid: Option<u32>, signal: Signal) {
     if let Some(pid) = pid {
         let _ = killpg(Pid::from_raw(pid as i32), signal);
     }
+}
+
+/// Let the log pumps reach the end of the exited process's output, so that
+/// the failure message carries its last lines. Bounded: a grandchild may
+/// keep the pipes open.
+async fn drain_pumps(pumps: &mut Vec<tokio::task::JoinHandle<()>>) {
+    let all = async {
+        for p in pumps.iter_mut() {
+            let _ = p.await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(250), all).await;
+    pumps.clear();
 }
 
 /// Fast at first (cold starts), gentler for slow starters.
