@@ -8,9 +8,11 @@
 //! traits, so the same reconcilers run against SQLite locally and against the
 //! Kubernetes API later.
 
+pub mod autoscaling;
 mod children;
 pub mod config;
 mod drain;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod labeler;
@@ -26,14 +28,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_api::ObjectKey;
-use skiff_api::config::SYSTEM_NAMESPACE;
+use skiff_api::config::{AutoscalerConfig, SYSTEM_NAMESPACE};
 use skiff_api::labels;
 use skiff_api::object::{self, CONFIGMAP, CONFIGURATION, EVENT, REVISION, ROUTE, SERVICE};
 use skiff_api::serving::{Revision, Route};
 use skiff_proxy::{EndpointRegistry, Gateway};
-use skiff_runtime::{RevisionState, Runtime, RuntimeState};
+use skiff_runtime::{RevisionKey, RevisionState, Runtime, RuntimeState};
 use skiff_store::{Event, EventType, Store, TypedStore};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, watch};
+
+pub use autoscaling::{Autoscaling, AutoscalingCollector};
 
 pub use config::LiveConfig;
 pub use drain::GatewayDrainer;
@@ -55,9 +60,17 @@ pub struct Controller<S: Store, R: Runtime> {
     table_version: u64,
     runtime_state: Arc<RuntimeState>,
     derived: Mutex<std::collections::HashMap<ObjectKey, String>>,
+    autoscaling: Autoscaling,
+    /// Revisions whose scaling status changed (from the autoscaling loop).
+    scale_status: mpsc::UnboundedReceiver<RevisionKey>,
+    /// config-autoscaler as the autoscaling loop sees it, fed from the live
+    /// configuration whenever it reloads.
+    autoscaler_config: watch::Sender<Arc<AutoscalerConfig>>,
 }
 
 impl<S: Store, R: Runtime> Controller<S, R> {
+    /// `config` is the live cluster configuration (Knative's ConfigMaps); a
+    /// change of config-autoscaler applies to every revision at once.
     pub fn new(
         store: S,
         runtime: Arc<R>,
@@ -65,6 +78,13 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         registry: Arc<Mutex<EndpointRegistry>>,
         config: LiveConfig,
     ) -> Self {
+        let autoscaler = Arc::new(config.current().autoscaler.clone());
+        let (autoscaler_config, _) = watch::channel(autoscaler.clone());
+        let (autoscaling, scale_status) = Autoscaling::new(
+            runtime.clone() as Arc<dyn Runtime>,
+            gateway.clone(),
+            autoscaler,
+        );
         Controller {
             store,
             runtime,
@@ -76,6 +96,9 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             table_version: 0,
             runtime_state: Arc::new(RuntimeState::default()),
             derived: Mutex::new(Default::default()),
+            autoscaling,
+            scale_status,
+            autoscaler_config,
         }
     }
 
@@ -86,10 +109,33 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         self.config.clone()
     }
 
+    /// The autoscaler (for its metrics).
+    pub fn autoscaling(&self) -> &Autoscaling {
+        &self.autoscaling
+    }
+
     /// Run until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut events = self.store.watch();
         let mut runtime_rx = self.runtime.subscribe();
+        // Endpoint sets follow the runtime directly (cold starts).
+        let sync = tokio::spawn(endpoints::run(
+            self.gateway.clone(),
+            self.registry.clone(),
+            self.runtime.subscribe(),
+        ));
+        let (poke_tx, poke_rx) = mpsc::unbounded_channel();
+        self.gateway.backends().set_poke(poke_tx);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let scaler = tokio::spawn(self.autoscaling.clone().run(
+            poke_rx,
+            self.runtime.subscribe(),
+            self.autoscaler_config.subscribe(),
+            async move {
+                let mut rx = stop_rx;
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ));
         self.enqueue_all().await;
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
@@ -122,10 +168,16 @@ impl<S: Store, R: Runtime> Controller<S, R> {
                     self.runtime_changed(state);
                 }
                 _ = resync.tick() => self.enqueue_all().await,
+                Some(key) = self.scale_status.recv() => {
+                    self.queue.add(ObjectKey::new(&REVISION, &key.namespace, &key.name));
+                }
                 _ = sleep_until(due) => {}
                 _ = &mut shutdown => break,
             }
         }
+        let _ = stop_tx.send(true);
+        let _ = scaler.await;
+        sync.abort();
     }
 
     fn runtime_changed(&mut self, state: Arc<RuntimeState>) {
@@ -174,7 +226,17 @@ impl<S: Store, R: Runtime> Controller<S, R> {
     /// changed.
     async fn reload_config(&mut self) -> bool {
         match self.config.reload(&self.store).await {
-            Ok(changed) => changed,
+            Ok(changed) => {
+                let autoscaler = &self.config.current().autoscaler;
+                self.autoscaler_config.send_if_modified(|cur| {
+                    let differs = **cur != *autoscaler;
+                    if differs {
+                        *cur = Arc::new(autoscaler.clone());
+                    }
+                    differs
+                });
+                changed
+            }
             Err(e) => {
                 tracing::error!("keeping the previous configuration: {e}");
                 false
@@ -237,6 +299,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         let config = self.config.current();
         let ctx = Ctx {
             store: &self.store,
+            autoscaling: &self.autoscaling,
             runtime: &*self.runtime,
             config: &config,
             runtime_state: &self.runtime_state,
@@ -275,18 +338,21 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             }
         };
         self.table_version += 1;
-        let table = {
-            let mut registry = self.registry.lock().expect("registry lock");
-            routing::build(
-                self.table_version,
-                &routes,
-                &revisions,
-                &self.runtime_state,
-                &mut registry,
-                &self.config.current(),
-            )
-        };
+        let backends = self.gateway.backends();
+        let (table, routed) = routing::build(
+            self.table_version,
+            &routes,
+            backends,
+            &self.config.current(),
+        );
         self.gateway.publish(table);
+        // Backends of deleted revisions go (their requests fail fast).
+        let existing: std::collections::HashSet<String> = revisions
+            .iter()
+            .map(|r| format!("{}/{}", r.metadata.namespace, r.metadata.name))
+            .collect();
+        backends.retain(|name| existing.contains(name));
+        self.autoscaling.set_routed(routed);
         self.routing_dirty = false;
     }
 }

@@ -14,7 +14,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use crate::activator::Slot;
 use crate::body::UpstreamRequestBody;
+use crate::queue_proxy::RequestStats;
 use crate::worker::{self, ShardedCounter};
 
 /// Connections idle longer than this are not reused: they are closed before a
@@ -32,8 +34,15 @@ pub struct Endpoint {
     pub revision: Arc<str>,
     pub instance: u64,
     h2c: bool,
+    /// Requests holding a slot here (the queue-proxy's in-flight count).
     in_flight: AtomicUsize,
+    /// The revision's containerConcurrency: slots per instance, 0 = no limit.
+    capacity: AtomicUsize,
     requests: ShardedCounter,
+    /// What the autoscaler is told every second.
+    pub(crate) stats: RequestStats,
+    /// Set when the instance starts to drain: no new slots are handed out.
+    draining: AtomicBool,
     /// Set when the instance leaves: no new requests, pooled conns dropped.
     retired: AtomicBool,
     /// Idle HTTP/1.1 connections, one pool per gateway worker: a connection
@@ -97,25 +106,32 @@ pub enum SendError {
     Failed { reason: String, reused: bool },
 }
 
-/// Holds an in-flight slot on the endpoint (and, for HTTP/1, the connection)
-/// until the response body ends.
+/// Holds the request's slot on the endpoint (and, for HTTP/1, the
+/// connection) until the response body ends.
 pub struct Lease {
-    endpoint: Arc<Endpoint>,
     sender: Option<http1::SendRequest<UpstreamRequestBody>>,
+    /// Released after the connection went back to the pool, so a request
+    /// handed this slot finds the connection.
+    slot: Slot,
 }
 
 impl Lease {
     /// The response body ended (`clean`) or was abandoned/failed.
     pub fn finish(mut self, clean: bool) {
         if clean && let Some(sender) = self.sender.take() {
-            self.endpoint.check_in(sender);
+            self.slot.endpoint().check_in(sender);
         }
     }
 }
 
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::Release);
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("revision", &self.revision)
+            .field("instance", &self.instance)
+            .field("addr", &self.addr)
+            .field("in_flight", &self.in_flight())
+            .finish()
     }
 }
 
@@ -127,7 +143,10 @@ impl Endpoint {
             instance,
             h2c,
             in_flight: AtomicUsize::new(0),
+            capacity: AtomicUsize::new(0),
             requests: ShardedCounter::default(),
+            stats: RequestStats::default(),
+            draining: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             idle: (0..worker::SHARDS)
                 .map(|_| Mutex::new(Vec::new()))
@@ -142,6 +161,57 @@ impl Endpoint {
 
     pub fn requests(&self) -> u64 {
         self.requests.get()
+    }
+
+    /// Slots per instance (`containerConcurrency`; 0 = unlimited).
+    pub fn set_capacity(&self, cc: usize) {
+        self.capacity.store(cc, Ordering::Release);
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Acquire)
+    }
+
+    /// Take a slot if one is free. SeqCst pairs with [`Endpoint::drain`]:
+    /// either the drain sees this request in flight, or this request sees
+    /// the drain and backs off.
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> bool {
+        let cap = self.capacity.load(Ordering::Acquire);
+        let mut cur = self.in_flight.load(Ordering::SeqCst);
+        loop {
+            if cap != 0 && cur >= cap {
+                return false;
+            }
+            match self.in_flight.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if self.draining.load(Ordering::SeqCst) {
+            self.release();
+            return false;
+        }
+        true
+    }
+
+    #[inline]
+    pub(crate) fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Hand out no more slots: the instance is leaving.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Stop reusing connections to this endpoint (its instance is leaving).
@@ -183,22 +253,20 @@ impl Endpoint {
         None
     }
 
-    /// Send `request` to this endpoint. On success the response comes with a
-    /// lease to keep until its body ends.
+    /// Send `request` to this endpoint, on the slot the caller holds here.
+    /// On success the response comes with a lease to keep until its body
+    /// ends (it holds the slot).
     ///
     /// A pooled connection the app closed while it sat idle fails the request
     /// we write into it (the keep-alive race): when `request` is idempotent
     /// and has no body it is sent once more on a new connection.
-    pub async fn send(
-        self: &Arc<Self>,
+    pub(crate) async fn send(
+        &self,
         request: Request<UpstreamRequestBody>,
+        slot: Slot,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.requests.inc();
-        let mut lease = Lease {
-            endpoint: self.clone(),
-            sender: None,
-        };
+        let mut lease = Lease { sender: None, slot };
         let result = if self.h2c {
             self.send_h2(request).await
         } else {

@@ -5,6 +5,7 @@
 //! a safe retry, or a local reply that says which hop failed and why, with an
 //! Envoy-style response flag in `x-skiff-flags`.
 
+pub mod activator;
 mod body;
 mod endpoint;
 mod forward;
@@ -13,6 +14,7 @@ pub mod istio;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy_protocol;
+pub mod queue_proxy;
 mod registry;
 pub mod reply;
 mod server;
@@ -22,10 +24,11 @@ mod threads;
 pub mod tls;
 pub mod worker;
 
+pub use activator::{Backend, Backends, RevisionReport};
 pub use body::{ProxyBody, UpstreamRequestBody};
 pub use endpoint::{Endpoint, Lease, SendError};
 pub use registry::{EndpointKey, EndpointRegistry};
 pub use server::{Gateway, ListenerScope, client_ip_header, serve};
 pub use split::Split;
-pub use table::{Backend, HostRoute, RoutingTable, TableBuilder};
+pub use table::{HostRoute, RoutingTable, TableBuilder};
 pub use threads::GatewayThreads;

@@ -20,6 +20,9 @@ pub mod flags {
     pub const UPSTREAM_CONNECTION_TERMINATION: &str = "UC";
     /// The upstream did not answer in time.
     pub const UPSTREAM_REQUEST_TIMEOUT: &str = "UT";
+    /// The activator's queue is full, or a request waited its whole time
+    /// bound in it (Envoy's upstream overflow).
+    pub const UPSTREAM_OVERFLOW: &str = "UO";
     /// Retries were exhausted.
     pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: &str = "URX";
     /// The request from the client could not be read.
@@ -43,5 +46,19 @@ pub fn local_reply(status: StatusCode, flag: &'static str, body: String) -> Resp
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    resp
+}
+
+/// A local reply with `Retry-After: secs` (overload, a revision that cannot
+/// start).
+pub fn local_reply_retry(
+    status: StatusCode,
+    flag: &'static str,
+    body: String,
+    secs: u32,
+) -> Response<ProxyBody> {
+    let mut resp = local_reply(status, flag, body);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
 }

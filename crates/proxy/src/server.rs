@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::activator::Backends;
 use crate::body::ProxyBody;
 use crate::forward;
 use crate::metrics::GatewayStats;
@@ -41,6 +42,7 @@ impl ListenerScope {
 pub struct Gateway {
     table: ArcSwap<RoutingTable>,
     stats: GatewayStats,
+    backends: Backends,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -56,6 +58,7 @@ impl Default for Gateway {
         Gateway {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             stats: GatewayStats::default(),
+            backends: Backends::default(),
         }
     }
 }
@@ -79,14 +82,15 @@ impl Gateway {
         self.table.load_full()
     }
 
-    /// True while the current table can still send requests to `endpoint`.
+    /// Every revision's backend (instances, activator queue).
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// True while a revision's endpoint set still lists `endpoint`, so new
+    /// requests could still get a slot on it.
     pub fn references(&self, endpoint: &Arc<crate::Endpoint>) -> bool {
-        self.table.load().hosts().any(|(_, _, route)| {
-            route
-                .targets()
-                .iter()
-                .any(|b| b.endpoints.iter().any(|e| Arc::ptr_eq(e, endpoint)))
-        })
+        self.backends.references(endpoint)
     }
 
     /// Route and forward one request. `client_ip` is the client's address

@@ -1,53 +1,13 @@
-//! The routing table: an immutable snapshot from hosts to weighted revisions
-//! to endpoints, built by the controller and swapped in atomically.
+//! The routing table: an immutable snapshot from hosts to weighted revisions,
+//! built by the controller and swapped in atomically. A revision is its
+//! long-lived [`Backend`] (instances, queue, counters), shared by every
+//! snapshot that routes to it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use crate::endpoint::Endpoint;
+use crate::activator::Backend;
 use crate::split::Split;
-
-/// A revision as a traffic target.
-pub struct Backend {
-    /// `namespace/revision`.
-    pub revision: Arc<str>,
-    pub endpoints: Box<[Arc<Endpoint>]>,
-    next: AtomicUsize,
-    /// The revision's request timeout (`timeoutSeconds`).
-    pub timeout: Duration,
-    /// Why there are no endpoints, when the runtime knows.
-    pub unavailable: Option<Box<str>>,
-}
-
-impl Backend {
-    /// The next endpoint in round-robin order, skipping `tried` (endpoint
-    /// addresses, `Arc::as_ptr as usize`) and retired
-    /// ones when others are left.
-    pub fn pick(&self, tried: &[usize]) -> Option<&Arc<Endpoint>> {
-        let n = self.endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        let start = if n == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        };
-        let usable =
-            |e: &Arc<Endpoint>| !e.is_retired() && !tried.contains(&(Arc::as_ptr(e) as usize));
-        (0..n)
-            .map(|i| &self.endpoints[(start + i) % n])
-            .find(|e| usable(e))
-            .or_else(|| {
-                // Everything was tried: a fresh connection to any live one.
-                (0..n)
-                    .map(|i| &self.endpoints[(start + i) % n])
-                    .find(|e| !e.is_retired())
-            })
-    }
-}
 
 /// What a host routes to: revisions and their weights.
 pub struct HostRoute {
@@ -99,7 +59,6 @@ impl RoutingTable {
 #[derive(Default)]
 pub struct TableBuilder {
     version: u64,
-    backends: HashMap<String, Arc<Backend>>,
     external: HashMap<Box<str>, Arc<HostRoute>>,
     local: HashMap<Box<str>, Arc<HostRoute>>,
 }
@@ -112,55 +71,23 @@ impl TableBuilder {
         }
     }
 
-    /// Declare a revision (`namespace/name`) and its ready endpoints.
-    pub fn backend(
-        &mut self,
-        revision: &str,
-        endpoints: Vec<Arc<Endpoint>>,
-        timeout: Duration,
-        unavailable: Option<String>,
-    ) {
-        self.backends.insert(
-            revision.to_string(),
-            Arc::new(Backend {
-                revision: revision.into(),
-                endpoints: endpoints.into_boxed_slice(),
-                next: AtomicUsize::new(0),
-                timeout,
-                unavailable: unavailable.map(Into::into),
-            }),
-        );
-    }
-
     /// Route `hosts` to revisions by weight. `local`: served only on
-    /// listeners for cluster-local traffic. Revisions not declared with
-    /// [`TableBuilder::backend`] are routed to but have no endpoints.
-    pub fn route(&mut self, name: &str, hosts: &[String], local: bool, targets: &[(String, u32)]) {
+    /// listeners for cluster-local traffic.
+    pub fn route(
+        &mut self,
+        name: &str,
+        hosts: &[String],
+        local: bool,
+        targets: &[(Arc<Backend>, u32)],
+    ) {
         if targets.is_empty() {
             return;
         }
-        let backends: Vec<Arc<Backend>> = targets
-            .iter()
-            .map(|(rev, _)| {
-                self.backends
-                    .entry(rev.clone())
-                    .or_insert_with(|| {
-                        Arc::new(Backend {
-                            revision: rev.as_str().into(),
-                            endpoints: Box::new([]),
-                            next: AtomicUsize::new(0),
-                            timeout: Duration::from_secs(300),
-                            unavailable: Some("the revision is not running".into()),
-                        })
-                    })
-                    .clone()
-            })
-            .collect();
         let weights: Vec<u32> = targets.iter().map(|(_, w)| *w).collect();
         let route = Arc::new(HostRoute {
             name: name.into(),
             split: Split::new(&weights),
-            targets: backends.into_boxed_slice(),
+            targets: targets.iter().map(|(b, _)| b.clone()).collect(),
         });
         let map = if local {
             &mut self.local

@@ -69,6 +69,10 @@ pub struct InstanceState {
     pub started: SystemTime,
     /// Whether the app speaks HTTP/2 cleartext.
     pub h2c: bool,
+    /// Runs of this instance in a row that ended before passing readiness
+    /// (0 once it is ready): more than zero with no instance ready means the
+    /// revision cannot start now.
+    pub start_failures: u32,
 }
 
 /// Why a revision's instances are not (all) running.

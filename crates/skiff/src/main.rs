@@ -16,9 +16,17 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Offline: no server, no async runtime.
-    if let Command::Validate(args) = &cli.command {
-        return match cli::validate::run(args) {
+    // Offline tools need no server and no async runtime.
+    let offline = match &cli.command {
+        Command::Validate(args) => Some(cli::validate::run(args)),
+        Command::Autoscaler(cli::AutoscalerCommand::Decide) => Some(cli::autoscaler::decide()),
+        Command::Autoscaler(cli::AutoscalerCommand::Simulate(args)) => {
+            Some(cli::autoscaler::simulate(args))
+        }
+        _ => None,
+    };
+    if let Some(r) = offline {
+        return match r {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -84,7 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Route(cmd) => cli::kn::route(&client(), cmd).await,
         Command::Logs(args) => cli::logs::run(&client(), args).await,
         Command::Analyze(args) => cli::analyze::run(client, args).await,
-        Command::Example { .. } | Command::Validate(_) => {
+        Command::Example { .. } | Command::Validate(_) | Command::Autoscaler(_) => {
             unreachable!("handled before the runtime starts")
         }
     }

@@ -21,6 +21,7 @@ use skiff_store::{Store, StoreError, Write};
 /// What reconcilers share.
 pub struct Ctx<'a, S, R> {
     pub store: &'a S,
+    pub autoscaling: &'a crate::autoscaling::Autoscaling,
     pub runtime: &'a R,
     /// The configuration this pass runs under.
     pub config: &'a ClusterConfig,

@@ -1,18 +1,12 @@
 //! Revision -> instances on the runtime, and the Revision's conditions from
 //! what the runtime reports.
 
-use skiff_api::condition::Conditions;
+use skiff_api::condition::{self, Conditions};
 use skiff_api::serving::{Revision, RevisionStatus, conditions};
-use skiff_runtime::{Phase, RevisionKey, RevisionState, Runtime};
+use skiff_runtime::{Phase, RevisionKey, Runtime};
 use skiff_store::{Store, TypedStore};
 
 use super::{Ctx, Result, write_status};
-
-/// Instances a revision runs (autoscaling decides this; until then a
-/// revision runs its initial scale).
-pub fn desired_scale(_rev: &Revision) -> u32 {
-    1
-}
 
 pub async fn revision<S: Store, R: Runtime>(
     ctx: &Ctx<'_, S, R>,
@@ -22,25 +16,36 @@ pub async fn revision<S: Store, R: Runtime>(
     let key = RevisionKey::new(ns, name);
     let Some(mut rev) = ctx.store.get_as::<Revision>(ns, name).await? else {
         ctx.runtime.remove(&key);
+        ctx.autoscaling.remove(&key);
         return Ok(());
     };
-    let scale = desired_scale(&rev);
-    ctx.runtime.apply(&rev, scale);
+    // The autoscaler decides how many instances run, and runs them.
+    ctx.autoscaling.apply(&rev);
+    let scale = ctx.autoscaling.status(&key);
     let state = ctx
         .runtime_state
         .revisions
         .get(&key)
         .cloned()
-        .unwrap_or(RevisionState {
-            desired: scale,
-            ..Default::default()
-        });
+        .unwrap_or_default();
 
     let before = rev.status.clone();
     let status = rev.status.get_or_insert_with(RevisionStatus::default);
     status.observed_generation = Some(rev.metadata.generation);
     status.actual_replicas = Some(state.ready_count() as i32);
-    status.desired_replicas = Some(state.desired as i32);
+    status.desired_replicas = scale
+        .as_ref()
+        .map_or(Some(state.desired as i32), |s| Some(s.desired));
+    // Active is not part of Ready: a revision at zero is still Ready.
+    if let Some(s) = &scale {
+        condition::set(
+            &mut status.conditions,
+            conditions::ACTIVE,
+            s.active,
+            Some(s.active_reason),
+            Some(s.active_message.to_string()),
+        );
+    }
     let mut conds = Conditions::new(&mut status.conditions, conditions::REVISION);
     conds.initialize();
     let ready = state.ready_count();

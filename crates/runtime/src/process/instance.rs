@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, killpg};
@@ -30,6 +31,8 @@ pub(crate) struct Supervisor {
     pub id: InstanceId,
     pub workload: Arc<Workload>,
     pub stop: watch::Receiver<Stop>,
+    /// Runs in a row that failed before readiness.
+    pub start_failures: AtomicU32,
 }
 
 /// How one run of the process ended.
@@ -37,7 +40,8 @@ enum Ended {
     /// Asked to stop; the process is gone.
     Stopped,
     /// Could not start, exited, or never became ready: retry after backoff.
-    Failed(Failure),
+    /// `ready`: the run had passed readiness.
+    Failed(Failure, bool),
 }
 
 impl Supervisor {
@@ -57,12 +61,18 @@ impl Supervisor {
             let started = Instant::now();
             match self.run_once(&log, restarts).await {
                 Ended::Stopped => break,
-                Ended::Failed(failure) => {
+                Ended::Failed(failure, ready) => {
                     tracing::warn!(
                         revision = %self.key, instance = %self.id,
                         reason = %failure.reason, "{}", failure.message
                     );
-                    self.inner.set_failure(&self.key, Some(failure));
+                    let n = if ready {
+                        0
+                    } else {
+                        self.start_failures.fetch_add(1, Ordering::Relaxed) + 1
+                    };
+                    self.inner
+                        .instance_failed(&self.key, self.id, n, Some(failure));
                 }
             }
             if started.elapsed() >= BACKOFF_RESET_AFTER {
@@ -91,6 +101,7 @@ impl Supervisor {
                 restarts,
                 started: SystemTime::now(),
                 h2c: self.workload.h2c,
+                start_failures: self.start_failures.load(Ordering::Relaxed),
             },
         );
     }
@@ -100,11 +111,14 @@ impl Supervisor {
         let port = match free_port() {
             Ok(p) => p,
             Err(e) => {
-                return Ended::Failed(Failure {
-                    reason: "PortUnavailable".into(),
-                    message: format!("no free port for the instance: {e}"),
-                    before_ready: !self.inner.ever_ready(&self.key),
-                });
+                return Ended::Failed(
+                    Failure {
+                        reason: "PortUnavailable".into(),
+                        message: format!("no free port for the instance: {e}"),
+                        before_ready: !self.inner.ever_ready(&self.key),
+                    },
+                    false,
+                );
             }
         };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -125,7 +139,7 @@ impl Supervisor {
             ("K_REVISION".to_string(), w.revision.clone()),
         ]);
         log.clear_tail();
-        let mut child = match self.spawn(&env, log) {
+        let (mut child, mut pumps) = match self.spawn(&env, log) {
             Ok(c) => c,
             Err(e) => {
                 let reason = if e.kind() == std::io::ErrorKind::NotFound {
@@ -135,11 +149,14 @@ impl Supervisor {
                 };
                 let message = format!("cannot start command {:?}: {e}", w.program);
                 log.note(&format!("skiff: {message}"));
-                return Ended::Failed(Failure {
-                    reason: reason.into(),
-                    message,
-                    before_ready: !self.inner.ever_ready(&self.key),
-                });
+                return Ended::Failed(
+                    Failure {
+                        reason: reason.into(),
+                        message,
+                        before_ready: !self.inner.ever_ready(&self.key),
+                    },
+                    false,
+                );
             }
         };
         let pid = child.id();
@@ -162,7 +179,8 @@ impl Supervisor {
             };
             tokio::select! {
                 status = child.wait() => {
-                    return Ended::Failed(self.exited(status, log, spawned.elapsed()));
+                    drain_pumps(&mut pumps).await;
+                    return Ended::Failed(self.exited(status, log, spawned.elapsed()), false);
                 }
                 _ = stopping(&mut stop, |s| s != Stop::Run) => {
                     self.terminate(&mut child, addr, pid, restarts).await;
@@ -180,7 +198,7 @@ impl Supervisor {
                         reason: "ProgressDeadlineExceeded".into(),
                         message,
                         before_ready: !self.inner.ever_ready(&self.key),
-                    });
+                    }, false);
                 }
                 r = probe => if r.is_ok() { break },
             }
@@ -189,6 +207,7 @@ impl Supervisor {
             revision = %self.key, instance = %self.id, %addr,
             ready_after_ms = spawned.elapsed().as_millis() as u64, "instance ready"
         );
+        self.start_failures.store(0, Ordering::Relaxed);
         self.publish(addr, Phase::Ready, pid, restarts);
         self.inner.set_failure(&self.key, None);
 
@@ -198,7 +217,8 @@ impl Supervisor {
         loop {
             tokio::select! {
                 status = child.wait() => {
-                    return Ended::Failed(self.exited(status, log, spawned.elapsed()));
+                    drain_pumps(&mut pumps).await;
+                    return Ended::Failed(self.exited(status, log, spawned.elapsed()), true);
                 }
                 _ = stopping(&mut stop, |s| s != Stop::Run) => {
                     self.terminate(&mut child, addr, pid, restarts).await;
@@ -227,7 +247,11 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self, env: &[(String, String)], log: &Arc<LogSink>) -> std::io::Result<Child> {
+    fn spawn(
+        &self,
+        env: &[(String, String)],
+        log: &Arc<LogSink>,
+    ) -> std::io::Result<(Child, Vec<tokio::task::JoinHandle<()>>)> {
         let w = &self.workload;
         let mut cmd = Command::new(&w.program);
         cmd.args(&w.args);
@@ -257,13 +281,14 @@ impl Supervisor {
             });
         }
         let mut child = cmd.spawn()?;
+        let mut pumps = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(log.clone().pump(out));
+            pumps.push(tokio::spawn(log.clone().pump(out)));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(log.clone().pump(err));
+            pumps.push(tokio::spawn(log.clone().pump(err)));
         }
-        Ok(child)
+        Ok((child, pumps))
     }
 
     fn exited(
@@ -293,8 +318,6 @@ impl Supervisor {
                 format!("could not be waited for: {e}"),
             ),
         };
-        // Give the log pumps a moment to drain the pipes.
-        std::thread::sleep(Duration::from_millis(5));
         let tail = log.tail();
         let mut message = format!(
             "process {:?} {what} after {:.1}s",
@@ -355,6 +378,19 @@ fn kill_group(pid: Option<u32>, signal: Signal) {
     if let Some(pid) = pid {
         let _ = killpg(Pid::from_raw(pid as i32), signal);
     }
+}
+
+/// Let the log pumps reach the end of the exited process's output, so that
+/// the failure message carries its last lines. Bounded: a grandchild may
+/// keep the pipes open.
+async fn drain_pumps(pumps: &mut Vec<tokio::task::JoinHandle<()>>) {
+    let all = async {
+        for p in pumps.iter_mut() {
+            let _ = p.await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(250), all).await;
+    pumps.clear();
 }
 
 /// Fast at first (cold starts), gentler for slow starters.

@@ -138,6 +138,7 @@ impl ProcessRuntime {
                         id,
                         workload: workload.clone(),
                         stop: stop_rx,
+                        start_failures: Default::default(),
                     }
                     .run(),
                 );
@@ -206,6 +207,26 @@ impl Inner {
 
     pub(crate) fn set_failure(&self, key: &RevisionKey, failure: Option<Failure>) {
         self.update(key, |s| s.failure = failure);
+    }
+
+    /// A run of an instance failed: record its start-failure count and the
+    /// revision's failure in one change.
+    pub(crate) fn instance_failed(
+        &self,
+        key: &RevisionKey,
+        id: InstanceId,
+        start_failures: u32,
+        failure: Option<Failure>,
+    ) {
+        self.update(key, |s| {
+            if let Some(i) = s.instances.iter_mut().find(|i| i.id == id) {
+                i.start_failures = start_failures;
+                if i.phase == Phase::Ready || i.phase == Phase::Unready {
+                    i.phase = Phase::Starting;
+                }
+            }
+            s.failure = failure;
+        });
     }
 
     pub(crate) fn ever_ready(&self, key: &RevisionKey) -> bool {

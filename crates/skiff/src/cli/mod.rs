@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod apply;
+pub mod autoscaler;
 pub mod delete;
 pub mod describe;
 pub mod get;
@@ -64,12 +65,47 @@ pub enum Command {
     /// Find the misconfigurations behind empty replies and 503s (in what the
     /// server holds, or in manifests with -f), with evidence and fixes.
     Analyze(AnalyzeArgs),
+    /// Replay or simulate the KPA autoscaler's decisions (offline).
+    #[command(subcommand)]
+    Autoscaler(AutoscalerCommand),
     /// Run one of the example apps built into skiff (used by the default image map).
     #[command(hide = true)]
     Example {
         #[arg(value_parser = ["hello", "autoscale"])]
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum AutoscalerCommand {
+    /// Replay the decider: JSON on stdin (spec, init, steps), one Scale()
+    /// result per step as JSON on stdout.
+    Decide,
+    /// What the autoscaler would do with a load trace and a service's
+    /// autoscaling settings: a table of decisions, and an SVG chart.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// Per-second load samples: one `value` or `t_s,value` per line
+    /// (concurrency, or requests per second with the rps metric).
+    #[arg(long, value_name = "FILE.csv")]
+    pub trace: std::path::PathBuf,
+    /// A Service (or Configuration, Revision) whose template's annotations
+    /// and containerConcurrency to use; Knative's defaults without it.
+    #[arg(short = 'f', long = "filename", value_name = "service.yaml")]
+    pub filename: Option<std::path::PathBuf>,
+    /// Write a chart of load and instances over time.
+    #[arg(long, value_name = "OUT.svg")]
+    pub svg: Option<std::path::PathBuf>,
+    /// Seconds an instance takes from start to ready.
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    pub startup_seconds: f64,
+    /// Seconds of zero load simulated after the trace (default: stable
+    /// window + scale-to-zero grace/retention + 10 s).
+    #[arg(long, value_name = "S")]
+    pub tail_seconds: Option<u64>,
 }
 
 #[derive(Args)]

@@ -134,11 +134,12 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         registry,
         config.clone(),
     );
-    let controller_task = tokio::spawn(controller.run(stopped()));
     let mut metrics = prometheus_client::registry::Registry::default();
     metrics.register_collector(Box::new(skiff_proxy::metrics::GatewayCollector(
         gateway.clone(),
     )));
+    metrics.register_collector(Box::new(controller.autoscaling().collector()));
+    let controller_task = tokio::spawn(controller.run(stopped()));
     let admin_state = Arc::new(admin::AdminState {
         store,
         runtime: runtime.clone(),
@@ -180,6 +181,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         // Nothing routes to instances any more: they stop without waiting
         // for the gateway.
         gateway.publish(RoutingTable::default());
+        for b in gateway.backends().all() {
+            b.set_endpoints(Vec::new());
+        }
         runtime.shutdown().await;
     };
     tokio::pin!(drain);
