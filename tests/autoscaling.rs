@@ -451,3 +451,58 @@ async fn min_and_max_scale_hold_at_every_sample() {
         load.bad.lock().unwrap()
     );
 }
+
+/// config-autoscaler as a ConfigMap in knative-serving.
+fn config_autoscaler(data: &[(&str, &str)]) -> String {
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-autoscaler\n  namespace: knative-serving\ndata:\n",
+    );
+    for (k, v) in data {
+        yaml.push_str(&format!("  {k}: \"{v}\"\n"));
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_autoscaler_changes_apply_without_a_restart() {
+    let skiff = Skiff::start();
+    // Invalid values are refused with Knative's message and change nothing.
+    let out = skiff.cli_stdin(
+        &["apply", "-f", "-"],
+        Some(&config_autoscaler(&[("max-scale-up-rate", "0.5")])),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max-scale-up-rate = 0.5, must be greater than 1.0"),
+        "{err}"
+    );
+
+    skiff.apply(&config_autoscaler(&[
+        ("enable-scale-to-zero", "false"),
+        ("stable-window", "6s"),
+    ]));
+    skiff.apply(&service("keeper", None, &[], &[], None));
+    skiff.wait_ready("ksvc", "keeper");
+    // Two stable windows without traffic: scale-to-zero is off, so the
+    // revision keeps one instance at every sample.
+    let until = Instant::now() + Duration::from_secs(14);
+    while Instant::now() < until {
+        let (actual, desired) = replicas(&skiff, "keeper-00001");
+        assert_eq!(
+            (actual, desired),
+            (1, 1),
+            "enable-scale-to-zero: false holds"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Turned on while running: the idle revision goes to zero.
+    skiff.apply(&config_autoscaler(&[
+        ("enable-scale-to-zero", "true"),
+        ("stable-window", "6s"),
+        ("scale-to-zero-grace-period", "1s"),
+    ]));
+    wait_for_zero(&skiff, "keeper-00001");
+    let r = support::get(&skiff.url("/"), &host("keeper")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -142,6 +142,19 @@ fn render_documents(source_name: &str, errors: &[DocumentError]) -> String {
         .join("\n")
 }
 
+/// Drop fields whose value is null, as the Kubernetes API server does: in
+/// YAML `annotations:` with nothing after it means "no annotations".
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -156,9 +169,10 @@ fn type_name(v: &Value) -> &'static str {
 /// Check one document's identity and convert it to an object.
 pub fn to_object(
     index: usize,
-    v: Value,
+    mut v: Value,
     default_namespace: &str,
 ) -> Result<DynamicObject, DocumentError> {
+    strip_nulls(&mut v);
     let err = |identity: Option<String>, message: String| DocumentError {
         index,
         identity,
@@ -287,6 +301,17 @@ spec: {}
             .unwrap_err()
             .to_string();
         assert!(msg.contains("metadata.labels"), "{msg}");
+    }
+
+    #[test]
+    fn null_fields_mean_unset() {
+        let text = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: a\n  annotations:\nspec:\n  template:\n    metadata:\n      annotations:\n";
+        let docs = parse_manifest("f.yaml", text, "default").unwrap();
+        assert!(docs[0].object.metadata.annotations.is_empty());
+        assert_eq!(
+            docs[0].object.body["spec"]["template"],
+            serde_json::json!({"metadata": {}})
+        );
     }
 
     #[test]
