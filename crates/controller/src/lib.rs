@@ -14,7 +14,9 @@ pub mod config;
 mod drain;
 pub mod endpoints;
 pub mod events;
+pub mod gateway_listeners;
 pub mod gc;
+pub mod istio;
 pub mod labeler;
 pub mod network;
 mod queue;
@@ -29,9 +31,15 @@ use std::time::Duration;
 
 use skiff_api::ObjectKey;
 use skiff_api::config::{AutoscalerConfig, SYSTEM_NAMESPACE};
+use skiff_api::istio::{
+    AuthorizationPolicy, DestinationRule, Gateway as IstioGateway, VirtualService,
+};
 use skiff_api::labels;
 use skiff_api::object::{self, CONFIGMAP, CONFIGURATION, EVENT, REVISION, ROUTE, SERVICE};
+use skiff_api::secret::{SECRET, Secret};
 use skiff_api::serving::{Revision, Route};
+use skiff_proxy::istio::cluster_state::ClusterStates;
+use skiff_proxy::listeners::ListenerSpec;
 use skiff_proxy::{EndpointRegistry, Gateway};
 use skiff_runtime::{RevisionKey, RevisionState, Runtime, RuntimeState};
 use skiff_store::{Event, EventType, Store, TypedStore};
@@ -42,6 +50,7 @@ pub use autoscaling::{Autoscaling, AutoscalingCollector};
 
 pub use config::LiveConfig;
 pub use drain::GatewayDrainer;
+pub use gateway_listeners::ListenerPlan;
 
 use queue::WorkQueue;
 use reconcile::Ctx;
@@ -66,6 +75,23 @@ pub struct Controller<S: Store, R: Runtime> {
     /// config-autoscaler as the autoscaling loop sees it, fed from the live
     /// configuration whenever it reloads.
     autoscaler_config: watch::Sender<Arc<AutoscalerConfig>>,
+    /// Breakers, outlier stats and router counters by cluster name, kept
+    /// across snapshots (next to the endpoint registry).
+    cluster_states: ClusterStates,
+    /// Where listeners go, and where their specs are sent (`skiff serve`'s
+    /// listener manager); none: only Knative's routes are served.
+    listeners: Option<(ListenerPlan, mpsc::UnboundedSender<Vec<ListenerSpec>>)>,
+    /// Gateways or Secrets changed: the listeners must be applied again.
+    listeners_dirty: bool,
+    /// Problems already logged (a rebuild happens on every runtime change).
+    logged: std::collections::HashSet<String>,
+}
+
+/// Istio kinds (and Secrets) that shape the routing snapshot.
+fn is_istio_kind(kind: &object::ResourceKind) -> bool {
+    kind.group == skiff_api::istio::NETWORKING
+        || kind.group == skiff_api::istio::SECURITY
+        || std::ptr::eq(kind, &SECRET)
 }
 
 impl<S: Store, R: Runtime> Controller<S, R> {
@@ -99,7 +125,22 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             autoscaling,
             scale_status,
             autoscaler_config,
+            cluster_states: ClusterStates::default(),
+            listeners: None,
+            listeners_dirty: true,
+            logged: Default::default(),
         }
+    }
+
+    /// Serve Gateway servers as listeners: their specs (the default
+    /// listeners' included) go to `tx` whenever Gateways or Secrets change.
+    pub fn with_listeners(
+        mut self,
+        plan: ListenerPlan,
+        tx: mpsc::UnboundedSender<Vec<ListenerSpec>>,
+    ) -> Self {
+        self.listeners = Some((plan, tx));
+        self
     }
 
     /// The live configuration this controller runs under (a clone shares
@@ -251,6 +292,16 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         if std::ptr::eq(key.kind, &EVENT) {
             return;
         }
+        if is_istio_kind(key.kind) {
+            // Istio objects and Secrets have no reconciler: they shape the
+            // routing snapshot (and, Gateways and Secrets, the listeners).
+            self.routing_dirty = true;
+            if std::ptr::eq(key.kind, &skiff_api::istio::GATEWAY) || std::ptr::eq(key.kind, &SECRET)
+            {
+                self.listeners_dirty = true;
+            }
+            return;
+        }
         if std::ptr::eq(key.kind, &CONFIGMAP) {
             // A Knative ConfigMap changed: new defaults, domains, templates,
             // GC settings. Everything is re-reconciled under them.
@@ -323,38 +374,102 @@ impl<S: Store, R: Runtime> Controller<S, R> {
     }
 
     async fn rebuild_routing(&mut self) {
-        let routes = match self.store.list_as::<Route>(None).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("cannot list routes: {e}");
+        let (routes, revisions) = match (
+            self.store.list_as::<Route>(None).await,
+            self.store.list_as::<Revision>(None).await,
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot list routes and revisions: {e}");
                 return;
             }
         };
-        let revisions = match self.store.list_as::<Revision>(None).await {
-            Ok(r) => r,
+        let istio = match self.istio_objects().await {
+            Ok(o) => o,
             Err(e) => {
-                tracing::error!("cannot list revisions: {e}");
+                tracing::error!("cannot list Istio objects: {e}");
                 return;
             }
+        };
+        let config = self.config.current();
+        let mut problems = Vec::new();
+        let layouts = match &self.listeners {
+            Some((plan, tx)) => {
+                let (layouts, p) = gateway_listeners::layout(plan, &istio.gateways);
+                problems.extend(p);
+                if self.listeners_dirty {
+                    let (specs, p) = gateway_listeners::specs(plan, &layouts, &istio.secrets);
+                    problems.extend(p);
+                    let _ = tx.send(specs);
+                    self.listeners_dirty = false;
+                }
+                layouts
+            }
+            None => Vec::new(),
         };
         self.table_version += 1;
         let backends = self.gateway.backends();
-        let (table, routed) = routing::build(
+        let inputs = istio::Inputs {
+            routes: &routes,
+            revisions: &revisions,
+            gateways: &istio.gateways,
+            virtual_services: &istio.virtual_services,
+            destination_rules: &istio.destination_rules,
+            authorization_policies: &istio.authorization_policies,
+            config: &config,
+        };
+        let snap = routing::build(
             self.table_version,
-            &routes,
+            &inputs,
+            &layouts,
             backends,
-            &self.config.current(),
+            &mut self.cluster_states,
+            self.gateway.request_metrics(),
         );
-        self.gateway.publish(table);
+        problems.extend(snap.problems);
+        let names: std::collections::HashSet<String> = snap
+            .table
+            .istio
+            .clusters
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        self.gateway.publish(snap.table);
+        self.cluster_states.retain(|n| names.contains(n));
+        self.gateway.request_metrics().sweep();
         // Backends of deleted revisions go (their requests fail fast).
         let existing: std::collections::HashSet<String> = revisions
             .iter()
             .map(|r| format!("{}/{}", r.metadata.namespace, r.metadata.name))
             .collect();
         backends.retain(|name| existing.contains(name));
-        self.autoscaling.set_routed(routed);
+        self.autoscaling.set_routed(snap.routed);
+        let now: std::collections::HashSet<String> = problems.into_iter().collect();
+        for p in now.difference(&self.logged) {
+            tracing::warn!("routing: {p}");
+        }
+        self.logged = now;
         self.routing_dirty = false;
     }
+
+    async fn istio_objects(&self) -> Result<IstioObjects, skiff_store::StoreError> {
+        Ok(IstioObjects {
+            gateways: self.store.list_as::<IstioGateway>(None).await?,
+            virtual_services: self.store.list_as::<VirtualService>(None).await?,
+            destination_rules: self.store.list_as::<DestinationRule>(None).await?,
+            authorization_policies: self.store.list_as::<AuthorizationPolicy>(None).await?,
+            secrets: self.store.list_as::<Secret>(None).await?,
+        })
+    }
+}
+
+/// The Istio objects (and Secrets) of one rebuild.
+struct IstioObjects {
+    gateways: Vec<IstioGateway>,
+    virtual_services: Vec<VirtualService>,
+    destination_rules: Vec<DestinationRule>,
+    authorization_policies: Vec<AuthorizationPolicy>,
+    secrets: Vec<Secret>,
 }
 
 async fn sleep_until(due: Option<tokio::time::Instant>) {

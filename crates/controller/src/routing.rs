@@ -1,27 +1,68 @@
-//! Building the gateway's routing table from what the store says (Routes and
-//! their resolved traffic). Each revision is its long-lived backend, whose
-//! instances [`crate::endpoints`] keeps up to date from the runtime.
+//! Building the gateway's routing table from what the store says: Knative's
+//! routes (Routes and their resolved traffic; each revision is its
+//! long-lived backend, whose instances [`crate::endpoints`] keeps up to date
+//! from the runtime) and Istio's part ([`crate::istio`]).
 
 use std::collections::HashSet;
 
+use skiff_api::config::ClusterConfig;
 use skiff_api::serving::Route;
-use skiff_proxy::{Backends, RoutingTable, TableBuilder};
+use skiff_proxy::istio::cluster_state::ClusterStates;
+use skiff_proxy::request_metrics::{Destination, RequestMetrics};
+use skiff_proxy::{Backends, RoutingTable, TableBuilder, Target};
 use skiff_runtime::RevisionKey;
 
-use skiff_api::config::ClusterConfig;
-
+use crate::gateway_listeners::Layout;
+use crate::istio;
 use crate::network;
 use crate::traffic;
+
+/// What a rebuild produces.
+pub struct Snapshot {
+    pub table: RoutingTable,
+    /// Revisions some route or cluster sends traffic to.
+    pub routed: HashSet<RevisionKey>,
+    pub problems: Vec<String>,
+}
 
 /// The table, and the revisions it routes to.
 pub fn build(
     version: u64,
+    inp: &istio::Inputs<'_>,
+    layouts: &[Layout],
+    backends: &Backends,
+    states: &mut ClusterStates,
+    metrics: &RequestMetrics,
+) -> Snapshot {
+    let mut b = TableBuilder::new(version);
+    let mut routed = HashSet::new();
+    knative(
+        &mut b,
+        &mut routed,
+        inp.routes,
+        backends,
+        inp.config,
+        metrics,
+    );
+    let mut built = istio::build(inp, layouts, backends, states, metrics);
+    istio::authorize_revisions(inp, backends, &mut built.problems);
+    routed.extend(built.routed);
+    b.istio(built.istio);
+    Snapshot {
+        table: b.build(),
+        routed,
+        problems: built.problems,
+    }
+}
+
+fn knative(
+    b: &mut TableBuilder,
+    routed: &mut HashSet<RevisionKey>,
     routes: &[Route],
     backends: &Backends,
     config: &ClusterConfig,
-) -> (RoutingTable, HashSet<RevisionKey>) {
-    let mut b = TableBuilder::new(version);
-    let mut routed = HashSet::new();
+    metrics: &RequestMetrics,
+) {
     for route in routes {
         let Some(status) = &route.status else {
             continue;
@@ -39,12 +80,22 @@ pub fn build(
                     continue;
                 }
             };
-            let targets: Vec<_> = group
+            let service = hosts.local.first().cloned().unwrap_or_default();
+            let targets: Vec<Target> = group
                 .targets
                 .iter()
                 .map(|(rev, pct)| {
                     routed.insert(RevisionKey::new(ns, rev));
-                    (backends.get(&format!("{ns}/{rev}")), *pct)
+                    Target {
+                        backend: backends.get(&format!("{ns}/{rev}")),
+                        percent: *pct,
+                        counters: metrics.get(Destination {
+                            service: service.clone(),
+                            revision: rev.clone(),
+                            namespace: ns.clone(),
+                            canonical_service: route.metadata.name.clone(),
+                        }),
+                    }
                 })
                 .collect();
             let name = match &group.tag {
@@ -59,5 +110,4 @@ pub fn build(
             b.route(&name, &hosts.local, true, &targets);
         }
     }
-    (b.build(), routed)
 }

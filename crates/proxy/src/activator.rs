@@ -25,11 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::endpoint::Endpoint;
+use crate::istio::authz::Authorizer;
+use crate::istio::time::MonoTime;
 use crate::queue_proxy::{Report, RequestStats};
 use crate::worker::ShardedCounter;
 
@@ -130,6 +132,10 @@ pub struct Backend {
     cold: Mutex<Cold>,
     cold_metrics: Arc<ColdStartMetrics>,
     pub counters: ActivatorCounters,
+    /// The AuthorizationPolicies that apply to this revision's workload
+    /// (Skiff has no sidecars: the gateway enforces them), set per routing
+    /// snapshot; `None` when none applies.
+    authz: ArcSwapOption<Authorizer>,
 }
 
 /// What the queue-proxies and the activator of one revision report for one
@@ -168,7 +174,24 @@ impl Backend {
             cold: Mutex::new(Cold::default()),
             cold_metrics,
             counters: ActivatorCounters::default(),
+            authz: ArcSwapOption::empty(),
         }
+    }
+
+    /// The workload's authorization (`None`: nothing to check).
+    pub fn set_authorizer(&self, a: Option<Arc<Authorizer>>) {
+        self.authz.store(a);
+    }
+
+    #[inline]
+    pub fn authorizer(&self) -> Guard<Option<Arc<Authorizer>>> {
+        self.authz.load()
+    }
+
+    /// The ready instances without taking a reference count (hot path).
+    #[inline]
+    pub(crate) fn endpoints_now(&self) -> Guard<Arc<Vec<Arc<Endpoint>>>> {
+        self.endpoints.load()
     }
 
     /// Settings from the Revision: `containerConcurrency` (0 = unlimited)
@@ -320,17 +343,30 @@ impl Backend {
         } else {
             self.next.fetch_add(1, Ordering::Relaxed)
         };
+        // Pass 0 prefers instances not tried yet by this request and not
+        // ejected by outlier detection; pass 1 takes any (a plain route
+        // never answers "no healthy upstream" because of an ejection).
+        let mut now = None;
+        let mut skipped = false;
         for pass in 0..2 {
             for i in 0..n {
                 let e = &eps[(start + i) % n];
-                if e.is_retired() || (pass == 0 && tried.contains(&(Arc::as_ptr(e) as usize))) {
+                if e.is_retired() {
                     continue;
+                }
+                if pass == 0 {
+                    let ejected = e.outlier.maybe_ejected()
+                        && e.outlier.is_ejected(*now.get_or_insert_with(MonoTime::now));
+                    if ejected || tried.contains(&(Arc::as_ptr(e) as usize)) {
+                        skipped = true;
+                        continue;
+                    }
                 }
                 if e.try_acquire() {
                     return Some(e.clone());
                 }
             }
-            if tried.is_empty() {
+            if !skipped {
                 break;
             }
         }

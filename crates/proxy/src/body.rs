@@ -17,6 +17,9 @@ pub enum UpstreamRequestBody {
     Client(Incoming),
     /// No body (a retried bodiless request).
     Empty,
+    /// A body read in full beforehand, so that the request can be sent
+    /// again (retries after a response, mirrors).
+    Buffered(Option<Bytes>),
 }
 
 impl Body for UpstreamRequestBody {
@@ -30,6 +33,7 @@ impl Body for UpstreamRequestBody {
         match self.get_mut() {
             UpstreamRequestBody::Client(b) => Pin::new(b).poll_frame(cx),
             UpstreamRequestBody::Empty => Poll::Ready(None),
+            UpstreamRequestBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -37,6 +41,7 @@ impl Body for UpstreamRequestBody {
         match self {
             UpstreamRequestBody::Client(b) => b.is_end_stream(),
             UpstreamRequestBody::Empty => true,
+            UpstreamRequestBody::Buffered(b) => b.is_none(),
         }
     }
 
@@ -44,12 +49,21 @@ impl Body for UpstreamRequestBody {
         match self {
             UpstreamRequestBody::Client(b) => b.size_hint(),
             UpstreamRequestBody::Empty => SizeHint::with_exact(0),
+            UpstreamRequestBody::Buffered(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }
 
 /// Body of a response sent to the client.
 pub enum ProxyBody {
+    /// A response Skiff generated itself that is logged when it has been
+    /// sent (or the client went away).
+    Logged {
+        body: Option<Bytes>,
+        log: Option<Box<crate::access::Extras>>,
+    },
     /// Streamed from an instance. The lease returns the upstream connection to
     /// its pool (and ends the request's in-flight count) when the body ends.
     Upstream {
@@ -82,6 +96,11 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, lease } => {
                 let r = Pin::new(body).poll_frame(cx);
                 match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let (Some(l), Some(d)) = (lease.as_mut(), f.data_ref()) {
+                            l.sent(d.len());
+                        }
+                    }
                     Poll::Ready(None) => {
                         if let Some(l) = lease.take() {
                             l.finish(true);
@@ -97,6 +116,20 @@ impl Body for ProxyBody {
                 r
             }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Logged { body, log } => match body.take() {
+                Some(b) => {
+                    if let Some(l) = log.as_mut() {
+                        l.bytes_sent += b.len() as u64;
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                None => {
+                    if let Some(l) = log.take() {
+                        l.finish(true);
+                    }
+                    Poll::Ready(None)
+                }
+            },
         }
     }
 
@@ -104,14 +137,17 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Logged { body, .. } => body.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
-            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Full(Some(b)) | ProxyBody::Logged { body: Some(b), .. } => {
+                SizeHint::with_exact(b.len() as u64)
+            }
+            ProxyBody::Full(None) | ProxyBody::Logged { body: None, .. } => SizeHint::with_exact(0),
         }
     }
 }
@@ -120,10 +156,19 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         // hyper does not poll a body that reports its end up front (204, 304,
         // HEAD, `content-length: 0`): such a body ended cleanly too.
-        if let ProxyBody::Upstream { body, lease } = self
-            && let Some(l) = lease.take()
-        {
-            l.finish(body.is_end_stream());
+        match self {
+            ProxyBody::Upstream { body, lease } => {
+                if let Some(l) = lease.take() {
+                    l.finish(body.is_end_stream());
+                }
+            }
+            ProxyBody::Logged { log, .. } => {
+                // A short local reply hyper did not poll (HEAD) is done too.
+                if let Some(l) = log.take() {
+                    l.finish(true);
+                }
+            }
+            ProxyBody::Full(_) => {}
         }
     }
 }

@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 
 use crate::activator::Slot;
 use crate::body::UpstreamRequestBody;
+use crate::istio::outlier::HostOutlier;
+use crate::istio::policy::Keepalive;
 use crate::queue_proxy::RequestStats;
 use crate::worker::{self, ShardedCounter};
 
@@ -27,6 +29,29 @@ const POOL_MAX_IDLE: usize = 512;
 /// Reusing a connection idle at least this long may race the app closing it.
 const RACE_AFTER_IDLE: Duration = Duration::from_millis(20);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How connections for one request are made and reused: the plain route's
+/// defaults, or a DestinationRule's `connectionPool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnOpts {
+    pub connect_timeout: Duration,
+    /// A pooled connection idle this long is not reused (closed instead).
+    pub idle_timeout: Duration,
+    /// Requests per connection (`None`: unlimited; 1 disables keep-alive).
+    pub max_requests: Option<u32>,
+    /// TCP keepalive on new connections.
+    pub keepalive: Option<Keepalive>,
+}
+
+impl ConnOpts {
+    /// What plain Knative routes use.
+    pub const DEFAULT: ConnOpts = ConnOpts {
+        connect_timeout: CONNECT_TIMEOUT,
+        idle_timeout: POOL_IDLE_TIMEOUT,
+        max_requests: None,
+        keepalive: None,
+    };
+}
 
 pub struct Endpoint {
     pub addr: SocketAddr,
@@ -45,6 +70,9 @@ pub struct Endpoint {
     draining: AtomicBool,
     /// Set when the instance leaves: no new requests, pooled conns dropped.
     retired: AtomicBool,
+    /// Outlier detection state: kept with the endpoint so that ejections
+    /// survive routing snapshots (and apply to every cluster it is in).
+    pub outlier: Arc<HostOutlier>,
     /// Idle HTTP/1.1 connections, one pool per gateway worker: a connection
     /// is driven by a task on the worker that opened it, so only that worker
     /// uses it (no cross-thread wakeups). The lock is never contended.
@@ -55,6 +83,8 @@ pub struct Endpoint {
 struct Idle {
     sender: http1::SendRequest<UpstreamRequestBody>,
     since: Instant,
+    /// Requests this connection has carried.
+    uses: u32,
 }
 
 /// The head of an idempotent, bodiless request, to send it again.
@@ -91,6 +121,16 @@ impl Replay {
     }
 }
 
+/// Why nothing was written upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSentKind {
+    /// TCP connect refused or timed out.
+    Connect,
+    /// The connection failed before the request went out (a closed pooled
+    /// connection, a failed handshake).
+    Closed,
+}
+
 /// Why a request did not get a response from this endpoint.
 #[derive(Debug)]
 pub enum SendError {
@@ -99,6 +139,7 @@ pub enum SendError {
     NotSent {
         request: Box<Request<UpstreamRequestBody>>,
         reason: String,
+        kind: NotSentKind,
     },
     /// The request was (possibly) written, then the exchange failed before a
     /// response head arrived. `reused`: it went out on a pooled connection
@@ -110,16 +151,48 @@ pub enum SendError {
 /// connection) until the response body ends.
 pub struct Lease {
     sender: Option<http1::SendRequest<UpstreamRequestBody>>,
+    /// Requests the connection carried, this one included.
+    uses: u32,
+    /// Pool the connection again only below this many uses.
+    max_uses: u32,
     /// Released after the connection went back to the pool, so a request
     /// handed this slot finds the connection.
     slot: Slot,
+    /// What else the request holds until its body ends (circuit-breaker
+    /// guards, its access log record): set by the policy path only.
+    pub(crate) extras: Option<Box<crate::access::Extras>>,
 }
 
 impl Lease {
+    /// A lease that only holds the slot (no pooled connection to return).
+    pub(crate) fn without_connection(slot: Slot) -> Lease {
+        Lease {
+            sender: None,
+            uses: 0,
+            max_uses: 0,
+            slot,
+            extras: None,
+        }
+    }
+
     /// The response body ended (`clean`) or was abandoned/failed.
     pub fn finish(mut self, clean: bool) {
-        if clean && let Some(sender) = self.sender.take() {
-            self.slot.endpoint().check_in(sender);
+        if clean
+            && let Some(sender) = self.sender.take()
+            && self.uses < self.max_uses
+        {
+            self.slot.endpoint().check_in(sender, self.uses);
+        }
+        if let Some(x) = self.extras.take() {
+            x.finish(clean);
+        }
+    }
+
+    /// Count response body bytes for the access log.
+    #[inline]
+    pub(crate) fn sent(&mut self, n: usize) {
+        if let Some(x) = &mut self.extras {
+            x.bytes_sent += n as u64;
         }
     }
 }
@@ -148,6 +221,7 @@ impl Endpoint {
             stats: RequestStats::default(),
             draining: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            outlier: Arc::default(),
             idle: (0..worker::SHARDS)
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
@@ -218,36 +292,45 @@ impl Endpoint {
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         for pool in self.idle.iter() {
-            pool.lock().expect("pool lock").clear();
+            lock(pool).clear();
         }
-        self.h2.lock().expect("h2 lock").take();
+        lock(&self.h2).take();
     }
 
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
     }
 
-    fn check_in(&self, sender: http1::SendRequest<UpstreamRequestBody>) {
+    /// Speaks h2c to its instance (one multiplexed connection).
+    pub fn is_h2c(&self) -> bool {
+        self.h2c
+    }
+
+    fn check_in(&self, sender: http1::SendRequest<UpstreamRequestBody>, uses: u32) {
         if self.is_retired() || sender.is_closed() {
             return;
         }
-        let mut idle = self.idle[worker::index()].lock().expect("pool lock");
+        let mut idle = lock(&self.idle[worker::index()]);
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
+                uses,
             });
         }
     }
 
-    /// The most recently used live connection and how long it sat idle,
-    /// dropping stale ones.
-    fn check_out(&self) -> Option<(http1::SendRequest<UpstreamRequestBody>, Duration)> {
-        let mut idle = self.idle[worker::index()].lock().expect("pool lock");
+    /// The most recently used live connection, how long it sat idle and
+    /// how many requests it carried, dropping stale ones.
+    fn check_out(
+        &self,
+        max_idle: Duration,
+    ) -> Option<(http1::SendRequest<UpstreamRequestBody>, Duration, u32)> {
+        let mut idle = lock(&self.idle[worker::index()]);
         while let Some(c) = idle.pop() {
             let idle_for = c.since.elapsed();
-            if idle_for < POOL_IDLE_TIMEOUT && !c.sender.is_closed() {
-                return Some((c.sender, idle_for));
+            if idle_for < max_idle && !c.sender.is_closed() {
+                return Some((c.sender, idle_for, c.uses));
             }
         }
         None
@@ -264,25 +347,92 @@ impl Endpoint {
         &self,
         request: Request<UpstreamRequestBody>,
         slot: Slot,
+        opts: &ConnOpts,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         self.requests.inc();
-        let mut lease = Lease { sender: None, slot };
+        let mut lease = Lease {
+            sender: None,
+            uses: 1,
+            max_uses: opts.max_requests.unwrap_or(u32::MAX),
+            slot,
+            extras: None,
+        };
         let result = if self.h2c {
-            self.send_h2(request).await
+            self.send_h2(request, opts).await
         } else {
-            self.send_h1(request).await.map(|(resp, sender)| {
-                lease.sender = Some(sender);
-                resp
-            })
+            self.send_h1(request, opts)
+                .await
+                .map(|(resp, sender, uses)| {
+                    lease.sender = Some(sender);
+                    lease.uses = uses;
+                    resp
+                })
         };
         result.map(|resp| (resp, lease))
+    }
+
+    /// Send a request that asks for a protocol upgrade (websockets) on a
+    /// connection of its own: after `101 Switching Protocols` the
+    /// connection belongs to the upgraded stream and never returns to the
+    /// pool.
+    pub(crate) async fn send_upgrade(
+        &self,
+        request: Request<UpstreamRequestBody>,
+        opts: &ConnOpts,
+    ) -> Result<Response<Incoming>, SendError> {
+        self.requests.inc();
+        let io = match self.connect(opts).await {
+            Ok(io) => io,
+            Err(reason) => {
+                return Err(SendError::NotSent {
+                    request: Box::new(request),
+                    reason,
+                    kind: NotSentKind::Connect,
+                });
+            }
+        };
+        let (mut sender, conn) = match http1::Builder::new().handshake(io).await {
+            Ok(x) => x,
+            Err(e) => {
+                return Err(SendError::NotSent {
+                    request: Box::new(request),
+                    reason: format!("HTTP/1.1 handshake with {}: {e}", self.addr),
+                    kind: NotSentKind::Closed,
+                });
+            }
+        };
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        match sender.try_send_request(request).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(request) => Err(SendError::NotSent {
+                    request: Box::new(request),
+                    reason: e.into_error().to_string(),
+                    kind: NotSentKind::Closed,
+                }),
+                None => Err(SendError::Failed {
+                    reason: e.into_error().to_string(),
+                    reused: false,
+                }),
+            },
+        }
     }
 
     async fn send_h1(
         &self,
         mut request: Request<UpstreamRequestBody>,
-    ) -> Result<(Response<Incoming>, http1::SendRequest<UpstreamRequestBody>), SendError> {
-        while let Some((mut sender, idle_for)) = self.check_out() {
+        opts: &ConnOpts,
+    ) -> Result<
+        (
+            Response<Incoming>,
+            http1::SendRequest<UpstreamRequestBody>,
+            u32,
+        ),
+        SendError,
+    > {
+        while let Some((mut sender, idle_for, uses)) = self.check_out(opts.idle_timeout) {
             // Only a connection that sat idle can have been closed by the app
             // as we reuse it; a copy of the head to replay costs two
             // allocations, so keep one only then.
@@ -290,7 +440,7 @@ impl Endpoint {
                 .then(|| Replay::of(&request))
                 .flatten();
             match sender.try_send_request(request).await {
-                Ok(resp) => return Ok((resp, sender)),
+                Ok(resp) => return Ok((resp, sender, uses.saturating_add(1))),
                 Err(mut e) => match e.take_message() {
                     // The connection died before our request went out.
                     Some(r) => request = r,
@@ -309,12 +459,13 @@ impl Endpoint {
                 },
             }
         }
-        let io = match self.connect().await {
+        let io = match self.connect(opts).await {
             Ok(io) => io,
             Err(reason) => {
                 return Err(SendError::NotSent {
                     request: Box::new(request),
                     reason,
+                    kind: NotSentKind::Connect,
                 });
             }
         };
@@ -324,6 +475,7 @@ impl Endpoint {
                 return Err(SendError::NotSent {
                     request: Box::new(request),
                     reason: format!("HTTP/1.1 handshake with {}: {e}", self.addr),
+                    kind: NotSentKind::Closed,
                 });
             }
         };
@@ -331,11 +483,12 @@ impl Endpoint {
             let _ = conn.await;
         });
         match sender.try_send_request(request).await {
-            Ok(resp) => Ok((resp, sender)),
+            Ok(resp) => Ok((resp, sender, 1)),
             Err(mut e) => match e.take_message() {
                 Some(request) => Err(SendError::NotSent {
                     request: Box::new(request),
                     reason: e.into_error().to_string(),
+                    kind: NotSentKind::Closed,
                 }),
                 None => Err(SendError::Failed {
                     reason: e.into_error().to_string(),
@@ -348,6 +501,7 @@ impl Endpoint {
     async fn send_h2(
         &self,
         mut request: Request<UpstreamRequestBody>,
+        opts: &ConnOpts,
     ) -> Result<Response<Incoming>, SendError> {
         // HTTP/2 carries scheme and authority in the request line.
         *request.version_mut() = http::Version::HTTP_2;
@@ -366,22 +520,17 @@ impl Endpoint {
             *request.uri_mut() = uri;
         }
         request.headers_mut().remove(http::header::HOST);
-        let existing = self
-            .h2
-            .lock()
-            .expect("h2 lock")
-            .as_ref()
-            .filter(|s| !s.is_closed())
-            .cloned();
+        let existing = lock(&self.h2).as_ref().filter(|s| !s.is_closed()).cloned();
         let (mut sender, reused) = match existing {
             Some(s) => (s, true),
             None => {
-                let io = match self.connect().await {
+                let io = match self.connect(opts).await {
                     Ok(io) => io,
                     Err(reason) => {
                         return Err(SendError::NotSent {
                             request: Box::new(request),
                             reason,
+                            kind: NotSentKind::Connect,
                         });
                     }
                 };
@@ -394,13 +543,14 @@ impl Endpoint {
                         return Err(SendError::NotSent {
                             request: Box::new(request),
                             reason: format!("h2c handshake with {}: {e}", self.addr),
+                            kind: NotSentKind::Closed,
                         });
                     }
                 };
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
-                *self.h2.lock().expect("h2 lock") = Some(sender.clone());
+                *lock(&self.h2) = Some(sender.clone());
                 (sender, false)
             }
         };
@@ -410,6 +560,7 @@ impl Endpoint {
                 Some(request) => Err(SendError::NotSent {
                     request: Box::new(request),
                     reason: e.into_error().to_string(),
+                    kind: NotSentKind::Closed,
                 }),
                 None => Err(SendError::Failed {
                     reason: e.into_error().to_string(),
@@ -419,17 +570,41 @@ impl Endpoint {
         }
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, String> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await {
+    async fn connect(&self, opts: &ConnOpts) -> Result<TokioIo<TcpStream>, String> {
+        match tokio::time::timeout(opts.connect_timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                if let Some(k) = opts.keepalive {
+                    set_keepalive(&s, k);
+                }
                 Ok(TokioIo::new(s))
             }
             Ok(Err(e)) => Err(format!("connect to {}: {e}", self.addr)),
             Err(_) => Err(format!(
                 "connect to {}: timed out after {:?}",
-                self.addr, CONNECT_TIMEOUT
+                self.addr, opts.connect_timeout
             )),
         }
     }
+}
+
+/// `connectionPool.tcp.tcpKeepalive` on an upstream socket (unset fields
+/// keep the OS defaults).
+fn set_keepalive(s: &TcpStream, k: Keepalive) {
+    let mut ka = socket2::TcpKeepalive::new();
+    if let Some(t) = k.time {
+        ka = ka.with_time(t);
+    }
+    if let Some(i) = k.interval {
+        ka = ka.with_interval(i);
+    }
+    if let Some(p) = k.probes {
+        ka = ka.with_retries(p);
+    }
+    let _ = socket2::SockRef::from(s).set_tcp_keepalive(&ka);
+}
+
+/// A poisoned pool lock only means a panic elsewhere: the pool is usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,32 +1,46 @@
-//! Forwarding one request to a revision: take a slot on an instance (or
-//! queue in the activator until one is free), send, and retry only when that
-//! is provably safe.
+//! Forwarding one request on a plain Knative route (no VirtualService for
+//! its host): take a slot on an instance (or queue in the activator until
+//! one is free), send, and retry only when that is provably safe — the
+//! request never reached the app. This is the gateway's fast path.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 
 use crate::activator::{Backend, Rejection, Slot};
 use crate::body::{ProxyBody, UpstreamRequestBody};
-use crate::endpoint::SendError;
+use crate::endpoint::{ConnOpts, NotSentKind, SendError};
 use crate::headers;
-use crate::metrics::GatewayStats;
-use crate::reply::{flags, local_reply, local_reply_retry};
+use crate::istio::authz::{AuthzRequest, Decision};
+use crate::istio::flags::ResponseFlags;
+use crate::istio::local_reply::{self, LocalReply};
+use crate::istio::request::RequestView;
+use crate::reply::{Generated, respond, retry_after};
+use crate::server::{ConnInfo, Rq};
 use crate::table::HostRoute;
+use crate::upgrade;
 
 /// Attempts per request (first try included).
 const MAX_ATTEMPTS: usize = 3;
 
-/// Turn the client's request into the upstream request (in place).
+/// Turn the client's request head into the upstream one (in place):
+/// per-hop headers out (but those an upgrade needs), forwarding headers
+/// in, origin-form URI, HTTP/1.1.
 pub(crate) fn prepare(
-    req: Request<Incoming>,
+    parts: &mut Parts,
     client_ip: &HeaderValue,
-) -> Request<UpstreamRequestBody> {
-    let (mut parts, body) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::add_forwarded(&mut parts.headers, client_ip, "http");
+    scheme: &'static str,
+    upgrade: bool,
+) {
+    if upgrade {
+        upgrade::keep_upgrade_headers(&mut parts.headers);
+    } else {
+        headers::strip_hop_by_hop(&mut parts.headers);
+    }
+    headers::add_forwarded(&mut parts.headers, client_ip, scheme);
     if !parts.headers.contains_key(header::HOST)
         && let Some(a) = parts.uri.authority()
         && let Ok(v) = HeaderValue::from_str(a.as_str())
@@ -44,18 +58,81 @@ pub(crate) fn prepare(
         }
     }
     parts.version = Version::HTTP_11;
-    Request::from_parts(parts, UpstreamRequestBody::Client(body))
+}
+
+/// The flags of a response, if the gateway generated it.
+pub(crate) fn flags_of<B>(resp: &Response<B>) -> ResponseFlags {
+    resp.extensions()
+        .get::<Generated>()
+        .map_or(ResponseFlags::NONE, |g| g.flags)
+}
+
+/// The workload's AuthorizationPolicies, evaluated on the request as the
+/// workload sees it. `Some(reply)` when denied.
+pub(crate) fn authorize(
+    backend: &Backend,
+    req: RequestView<'_>,
+    conn: &ConnInfo,
+) -> Option<LocalReply> {
+    let authz = backend.authorizer();
+    let a = authz.as_ref().filter(|a| !a.is_empty())?;
+    let decision = a.evaluate(&conn.authz_request(req));
+    match decision {
+        Decision::Allow => None,
+        d => local_reply::denied(&d),
+    }
+}
+
+impl ConnInfo {
+    /// The request as authorization sees it, with this connection's facts.
+    pub(crate) fn authz_request<'a>(&'a self, req: RequestView<'a>) -> AuthzRequest<'a> {
+        AuthzRequest {
+            req,
+            source_ip: self.peer.ip(),
+            remote_ip: self.client.ip(),
+            destination_ip: Some(self.local.ip()),
+            principal: self.tls.as_ref().and_then(|t| t.principal.as_deref()),
+            sni: self.tls.as_ref().and_then(|t| t.sni.as_deref()),
+        }
+    }
+}
+
+/// Forward on `route`: pick a revision by weight, then an instance.
+pub(crate) async fn forward(
+    route: &HostRoute,
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    rq: &mut Rq,
+) -> Response<ProxyBody> {
+    let (backend, counters) = route.pick();
+    let resp = forward_to(route, backend, req, conn, rq).await;
+    counters.record(resp.status().as_u16(), flags_of(&resp), rq.start.elapsed());
+    rq.recorded = true;
+    resp
 }
 
 /// Forward to `backend` within its timeout (queue time included). Always
 /// yields a response.
-pub(crate) async fn forward(
+async fn forward_to(
     route: &HostRoute,
     backend: &Arc<Backend>,
-    mut req: Request<UpstreamRequestBody>,
-    stats: &GatewayStats,
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    rq: &mut Rq,
 ) -> Response<ProxyBody> {
-    let start = Instant::now();
+    let mut upgrade =
+        upgrade::wanted(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    if let Some(denied) = authorize(
+        backend,
+        RequestView::new(&parts, conn.scheme, conn.port),
+        conn,
+    ) {
+        return respond(denied);
+    }
+    prepare(&mut parts, &conn.client_ip, conn.scheme, upgrade.is_some());
+    let mut req = Request::from_parts(parts, UpstreamRequestBody::Client(body));
+    let start = rq.start;
     let timeout = backend.timeout();
     let deadline = tokio::time::Instant::from_std(start) + timeout;
     // Counted at the activator from arrival when it is in the path, else
@@ -63,9 +140,13 @@ pub(crate) async fn forward(
     let mut entered = backend.in_proxy_mode().then(|| backend.enter(start));
     let mut tried = [0usize; MAX_ATTEMPTS];
     let mut last_error = String::new();
+    let mut last_kind = NotSentKind::Connect;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
-            stats.retry();
+            conn.gateway.stats().retry();
+        }
+        if let Some(p) = rq.log.as_mut() {
+            p.attempts = attempt as u32 + 1;
         }
         let (ep, waited) = match backend.try_acquire(&tried[..attempt]) {
             Some(ep) => (ep, false),
@@ -75,25 +156,57 @@ pub(crate) async fn forward(
                 }
                 match backend.wait(deadline).await {
                     Ok(ep) => (ep, true),
-                    Err(why) => return rejected(route, backend, why),
+                    Err(why) => return respond(rejected(&route.name, backend, why)),
                 }
             }
         };
         tried[attempt] = Arc::as_ptr(&ep) as usize;
         let (instance, addr) = (ep.instance, ep.addr);
+        if let Some(p) = rq.log.as_mut() {
+            p.upstream_host = Some(addr);
+        }
         let slot = match entered.take() {
             Some(e) => e.into_slot(ep),
             None => Slot::new(ep, backend.clone()),
         };
         let ep = slot.endpoint().clone();
-        let sent = tokio::time::timeout_at(deadline, ep.send(req, slot)).await;
-        let Ok(sent) = sent else {
-            return timed_out(backend);
-        };
+        let sent_at = Instant::now();
+        if let Some(down) = upgrade.take() {
+            // One attempt: the client's side of the upgrade is spent on it.
+            let r = upgrade::forward(&ep, req, down, slot, &ConnOpts::DEFAULT, ());
+            return match tokio::time::timeout_at(deadline, r).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(SendError::NotSent { reason, .. })) => {
+                    respond(local_reply::connection_failure(
+                        false,
+                        &format!(
+                            "upgrade to revision {} ({addr}): {reason}",
+                            backend.revision
+                        ),
+                    ))
+                }
+                Ok(Err(SendError::Failed { reason, .. })) => respond(local_reply::upstream_reset(
+                    false,
+                    &format!(
+                        "upgrade to revision {} ({addr}): {reason}",
+                        backend.revision
+                    ),
+                )),
+                Err(_) => timed_out(backend),
+            };
+        }
+        let sent =
+            match tokio::time::timeout_at(deadline, ep.send(req, slot, &ConnOpts::DEFAULT)).await {
+                Ok(r) => r,
+                Err(_) => return timed_out(backend),
+            };
         match sent {
             Ok((resp, lease)) => {
                 if waited {
                     backend.note_first_byte();
+                }
+                if let Some(p) = rq.log.as_mut() {
+                    p.upstream_service_time = Some(sent_at.elapsed());
                 }
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
@@ -105,9 +218,14 @@ pub(crate) async fn forward(
                     },
                 );
             }
-            Err(SendError::NotSent { request, reason }) => {
+            Err(SendError::NotSent {
+                request,
+                reason,
+                kind,
+            }) => {
                 tracing::debug!(endpoint = %addr, "not sent, retrying: {reason}");
                 last_error = reason;
+                last_kind = kind;
                 req = *request;
                 // Counted at the activator again if it retries through it.
                 if backend.in_proxy_mode() {
@@ -115,82 +233,69 @@ pub(crate) async fn forward(
                 }
             }
             Err(SendError::Failed { reason, .. }) => {
-                return local_reply(
-                    StatusCode::BAD_GATEWAY,
-                    flags::UPSTREAM_CONNECTION_TERMINATION,
-                    format!(
-                        "skiff gateway: instance {} of revision {} ({}) closed the connection before responding: {reason}; \
+                return respond(local_reply::upstream_reset(
+                    false,
+                    &format!(
+                        "instance {} of revision {} ({}) closed the connection before responding: {reason}; \
                          the request may have been processed, so it was not retried",
                         instance, backend.revision, addr
                     ),
-                );
+                ));
             }
         }
     }
-    local_reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        flags::UPSTREAM_CONNECTION_FAILURE,
-        format!(
-            "skiff gateway: revision {} of route {} did not accept the request after {MAX_ATTEMPTS} attempts: {last_error}",
-            backend.revision, route.name
-        ),
-    )
+    let why = format!(
+        "revision {} of route {} did not accept the request after {MAX_ATTEMPTS} attempts: {last_error}",
+        backend.revision, route.name
+    );
+    respond(match last_kind {
+        NotSentKind::Connect => local_reply::connection_failure(true, &why),
+        NotSentKind::Closed => {
+            let mut r = local_reply::upstream_reset(false, &why);
+            r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+            r
+        }
+    })
 }
 
 fn timed_out(backend: &Backend) -> Response<ProxyBody> {
-    local_reply(
-        StatusCode::GATEWAY_TIMEOUT,
-        flags::UPSTREAM_REQUEST_TIMEOUT,
-        format!(
-            "skiff gateway: upstream request timeout: revision {} did not answer within {}s (its timeoutSeconds)",
-            backend.revision,
-            backend.timeout().as_secs()
-        ),
-    )
+    respond(local_reply::upstream_timeout(&format!(
+        "revision {} did not answer within {}s (its timeoutSeconds)",
+        backend.revision,
+        backend.timeout().as_secs()
+    )))
 }
 
 /// The activator's own answers: every one says why, and when to retry.
-fn rejected(route: &HostRoute, backend: &Backend, why: Rejection) -> Response<ProxyBody> {
+pub(crate) fn rejected(route: &str, backend: &Backend, why: Rejection) -> LocalReply {
     let rev = &backend.revision;
     match why {
-        Rejection::Overflow { depth } => local_reply_retry(
-            StatusCode::SERVICE_UNAVAILABLE,
-            flags::UPSTREAM_OVERFLOW,
-            format!(
-                "skiff activator: overloaded: revision {rev} already has {depth} requests queued for a free instance \
+        Rejection::Overflow { depth } => retry_after(
+            local_reply::overflow(&format!(
+                "activator: revision {rev} already has {depth} requests queued for a free instance \
                  (the queue holds at most {}); retry later",
                 crate::activator::MAX_QUEUE
-            ),
+            )),
             1,
         ),
-        Rejection::TimedOut { waited, ready } => local_reply_retry(
-            StatusCode::SERVICE_UNAVAILABLE,
-            flags::UPSTREAM_OVERFLOW,
-            format!(
-                "skiff activator: no instance of revision {rev} could take the request within {:.1}s \
+        Rejection::TimedOut { waited, ready } => retry_after(
+            local_reply::overflow(&format!(
+                "activator: no instance of revision {rev} could take the request within {:.1}s \
                  (its timeoutSeconds is {}s; {ready} instance(s) ready, all busy at their containerConcurrency {})",
                 waited.as_secs_f64(),
                 backend.timeout().as_secs(),
                 backend.container_concurrency()
-            ),
+            )),
             1,
         ),
-        Rejection::Failed(reason) => local_reply_retry(
-            StatusCode::SERVICE_UNAVAILABLE,
-            flags::NO_HEALTHY_UPSTREAM,
-            format!(
-                "skiff activator: revision {rev} of route {} cannot become ready: {reason}",
-                route.name
-            ),
+        Rejection::Failed(reason) => retry_after(
+            local_reply::no_healthy_upstream(&format!(
+                "activator: revision {rev} of {route} cannot become ready: {reason}"
+            )),
             5,
         ),
-        Rejection::NotRunning => local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            flags::NO_HEALTHY_UPSTREAM,
-            format!(
-                "skiff gateway: no healthy upstream: revision {rev} of route {} is not running",
-                route.name
-            ),
-        ),
+        Rejection::NotRunning => {
+            local_reply::no_healthy_upstream(&format!("revision {rev} of {route} is not running"))
+        }
     }
 }

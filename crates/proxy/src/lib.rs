@@ -1,12 +1,15 @@
 //! Skiff's data plane. The controller builds an immutable [`RoutingTable`]
 //! and publishes it with [`Gateway::publish`]; listeners look up every request
-//! in the current table (an atomic pointer load, no lock), pick a revision by
-//! weight and an instance, and forward. Every request gets an HTTP response:
-//! a safe retry, or a local reply that says which hop failed and why, with an
-//! Envoy-style response flag in `x-skiff-flags`.
+//! in the current table (an atomic pointer load, no lock), apply the
+//! VirtualService rules bound to its host or pick a Knative revision by
+//! weight, pick an instance, and forward. Every request gets an HTTP
+//! response: a safe retry, or a local reply that says which hop failed and
+//! why, with an Envoy-style response flag in `x-skiff-flags`.
 
+pub mod access;
 pub mod activator;
 mod body;
+pub mod cluster;
 mod endpoint;
 mod forward;
 mod headers;
@@ -17,18 +20,23 @@ pub mod proxy_protocol;
 pub mod queue_proxy;
 mod registry;
 pub mod reply;
+pub mod request_metrics;
 mod server;
 pub mod split;
 mod table;
 mod threads;
 pub mod tls;
+mod upgrade;
+mod vs_forward;
 pub mod worker;
 
 pub use activator::{Backend, Backends, RevisionReport};
 pub use body::{ProxyBody, UpstreamRequestBody};
-pub use endpoint::{Endpoint, Lease, SendError};
+pub use endpoint::{ConnOpts, Endpoint, Lease, SendError};
 pub use registry::{EndpointKey, EndpointRegistry};
-pub use server::{Gateway, ListenerScope, client_ip_header, serve};
+pub use server::{ConnInfo, Gateway, HttpHandler, ListenerScope, client_ip_header};
 pub use split::Split;
-pub use table::{HostRoute, RoutingTable, TableBuilder};
+pub use table::{
+    HostRoute, IstioRoutes, ListenerRoutes, RoutingTable, TableBuilder, Target, VirtualHost,
+};
 pub use threads::GatewayThreads;

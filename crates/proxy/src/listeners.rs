@@ -52,6 +52,10 @@ pub struct ListenerSpec {
     pub proxy_protocol: bool,
     /// TCP keepalive idle time (`None`: off).
     pub keepalive_idle: Option<Duration>,
+    /// The port requests are matched as arriving on (the Gateway server's
+    /// port number, which may differ from the bound port); `None`: the
+    /// bound port.
+    pub gateway_port: Option<u16>,
 }
 
 impl ListenerSpec {
@@ -63,6 +67,7 @@ impl ListenerSpec {
             scope: ListenerScope::ALL,
             proxy_protocol: false,
             keepalive_idle: Some(DEFAULT_KEEPALIVE_IDLE),
+            gateway_port: None,
         }
     }
 }
@@ -70,7 +75,8 @@ impl ListenerSpec {
 /// What a running listener serves; read per connection.
 #[derive(Debug)]
 pub struct ListenerInfo {
-    /// The address asked for (the key), and where it is bound.
+    /// The listener's key: the address asked for, or where it is bound
+    /// when port 0 was asked for.
     pub addr: SocketAddr,
     pub bound: SocketAddr,
     pub servers: Vec<BoundServer>,
@@ -78,6 +84,7 @@ pub struct ListenerInfo {
     pub proxy_protocol: bool,
     pub keepalive_idle: Option<Duration>,
     pub tls: bool,
+    pub gateway_port: Option<u16>,
 }
 
 impl ListenerInfo {
@@ -287,6 +294,7 @@ impl ListenerManager {
                         proxy_protocol: spec.proxy_protocol,
                         keepalive_idle: spec.keepalive_idle,
                         tls: r.tls.is_some(),
+                        gateway_port: spec.gateway_port,
                     }));
                     report.updated.push(addr);
                     continue;
@@ -301,7 +309,9 @@ impl ListenerManager {
             }
             match self.open(spec).await {
                 Ok((bound, running)) => {
-                    self.running.insert(addr, running);
+                    // Port 0: the bound address is the key from now on.
+                    let key = if addr.port() == 0 { bound } else { addr };
+                    self.running.insert(key, running);
                     report.opened.push((addr, bound));
                 }
                 Err(e) => report.failed.push((addr, e.to_string())),
@@ -319,13 +329,18 @@ impl ListenerManager {
         let (sockets, bound) = bind(spec.addr, workers.len())?;
         let tls = spec.tls.map(|c| Arc::new(TlsAcceptor::new(c)));
         let info = Arc::new(ArcSwap::from_pointee(ListenerInfo {
-            addr: spec.addr,
+            addr: if spec.addr.port() == 0 {
+                bound
+            } else {
+                spec.addr
+            },
             bound,
             servers: spec.servers,
             scope: spec.scope,
             proxy_protocol: spec.proxy_protocol,
             keepalive_idle: spec.keepalive_idle,
             tls: tls.is_some(),
+            gateway_port: spec.gateway_port,
         }));
         let (stop, stop_rx) = watch::channel(false);
         let connections = Arc::new(AtomicUsize::new(0));
@@ -411,13 +426,32 @@ impl ListenerManager {
 
     /// Close every listener; returns once they stopped accepting.
     pub async fn close_all(&mut self) {
+        self.drain(Duration::ZERO).await;
+    }
+
+    /// Close every listener, tell every open connection to finish its
+    /// requests and close, and wait up to `timeout` for them to be gone.
+    /// Returns how many connections were still open then.
+    pub async fn drain(&mut self, timeout: Duration) -> usize {
         let all = std::mem::take(&mut self.running);
+        let mut open = Vec::with_capacity(all.len());
         for (_, r) in all {
             let _ = r.stop.send(true);
             for t in r.tasks {
                 let _ = t.await;
             }
+            open.push((r.connections, r.stop));
         }
+        let left = || {
+            open.iter()
+                .map(|(c, _)| c.load(Ordering::Relaxed))
+                .sum::<usize>()
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        while left() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        left()
     }
 }
 
@@ -487,9 +521,11 @@ mod tests {
         assert!(r.failed.is_empty(), "{:?}", r.failed);
         let (_, bound) = r.opened[0];
         assert!(ask(bound, b"x").await.contains("redirect=true servers=1"));
+        // Asked for port 0, it is known by its bound address from now on.
+        assert_eq!(m.listeners()[0].0, bound);
         // Update in place: same socket, new servers.
-        let r = m.apply(vec![ListenerSpec::plain(any_port(), vec![])]).await;
-        assert_eq!(r.updated, [any_port()]);
+        let r = m.apply(vec![ListenerSpec::plain(bound, vec![])]).await;
+        assert_eq!(r.updated, [bound]);
         assert!(ask(bound, b"x").await.contains("redirect=false servers=0"));
         // A connection in flight survives the close and is told to finish.
         let mut inflight = TcpStream::connect(bound).await.unwrap();
@@ -498,7 +534,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let r = m.apply(vec![]).await;
-        assert_eq!(r.closed, [any_port()]);
+        assert_eq!(r.closed, [bound]);
         let mut out = String::new();
         inflight.read_to_string(&mut out).await.unwrap();
         assert!(out.starts_with("client=127.0.0.1"), "{out}");

@@ -1,29 +1,41 @@
-//! Listeners: accept connections, serve HTTP/1.1 and h2c on the same port,
-//! route every request through the current routing table, drain on shutdown.
+//! The gateway's HTTP side: every accepted connection (plain or TLS, from
+//! the listener manager) is served with HTTP/1.1, h2 or h2c and upgrades;
+//! every request is routed through the current routing table — a
+//! VirtualService's rules when one is bound to the host on this listener,
+//! else Knative's routes — and answered, by the app or by a local reply
+//! that says why. Connections finish their requests and close when their
+//! listener closes or the gateway drains.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 
+use crate::access::{AccessLog, Extras, Pending};
 use crate::activator::Backends;
 use crate::body::ProxyBody;
 use crate::forward;
+use crate::istio::authz::Decision;
+use crate::istio::local_reply;
+use crate::istio::request::{RequestView, host_of};
+use crate::istio::rewrite::Redirect;
+use crate::listeners::{BoxFuture, Connection, ConnectionHandler, ListenerInfo};
 use crate::metrics::GatewayStats;
-use crate::reply::{LocalReply, flags, local_reply};
+use crate::reply::{Generated, respond};
+use crate::request_metrics::RequestMetrics;
 use crate::table::RoutingTable;
+use crate::tls::TlsInfo;
+use crate::vs_forward;
 
-/// Which routes a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which Knative routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ListenerScope {
     /// Routes with external visibility.
     pub external: bool,
@@ -36,13 +48,20 @@ impl ListenerScope {
         external: true,
         local: true,
     };
+    pub const NONE: ListenerScope = ListenerScope {
+        external: false,
+        local: false,
+    };
 }
 
-/// The data plane's shared state: the current routing table and counters.
+/// The data plane's shared state: the current routing table, counters,
+/// backends and the access log.
 pub struct Gateway {
     table: ArcSwap<RoutingTable>,
     stats: GatewayStats,
     backends: Backends,
+    metrics: RequestMetrics,
+    access_log: OnceLock<Arc<AccessLog>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -59,13 +78,45 @@ impl Default for Gateway {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             stats: GatewayStats::default(),
             backends: Backends::default(),
+            metrics: RequestMetrics::default(),
+            access_log: OnceLock::new(),
         }
     }
+}
+
+/// What every request on one connection shares.
+pub struct ConnInfo {
+    pub gateway: Arc<Gateway>,
+    /// The client's address as it goes into X-Forwarded-For.
+    pub client_ip: HeaderValue,
+    /// The original client (PROXY protocol), else the peer.
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub listener: Arc<ListenerInfo>,
+    pub tls: Option<TlsInfo>,
+    pub scheme: &'static str,
+    /// The port VirtualService `port` matches see (the Gateway server's).
+    pub port: u16,
+}
+
+/// One request's bookkeeping on its way through the gateway.
+pub(crate) struct Rq {
+    pub start: Instant,
+    /// Its access log record (logging on).
+    pub log: Option<Box<Pending>>,
+    /// Its request metrics were recorded on the way.
+    pub recorded: bool,
 }
 
 impl Gateway {
     pub fn new() -> Arc<Gateway> {
         Arc::new(Gateway::default())
+    }
+
+    /// Log every request to `log` from now on (once, at startup).
+    pub fn set_access_log(&self, log: AccessLog) -> bool {
+        self.access_log.set(Arc::new(log)).is_ok()
     }
 
     /// Make `table` current. Requests already routed finish on the table they
@@ -87,24 +138,85 @@ impl Gateway {
         &self.backends
     }
 
+    /// `istio_requests_total` and friends, by destination.
+    pub fn request_metrics(&self) -> &RequestMetrics {
+        &self.metrics
+    }
+
     /// True while a revision's endpoint set still lists `endpoint`, so new
     /// requests could still get a slot on it.
     pub fn references(&self, endpoint: &Arc<crate::Endpoint>) -> bool {
         self.backends.references(endpoint)
     }
 
-    /// Route and forward one request. `client_ip` is the client's address
-    /// as a header value (computed once per connection, for X-Forwarded-For).
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        client_ip: &HeaderValue,
-        scope: ListenerScope,
-    ) -> Response<ProxyBody> {
+    /// Route and forward one request.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
         self.stats.request();
-        let resp = self.route(req, client_ip, scope).await;
-        if let Some(LocalReply(flag)) = resp.extensions().get::<LocalReply>() {
-            self.stats.local_reply(flag);
+        let mut rq = Rq {
+            start: Instant::now(),
+            log: None,
+            recorded: false,
+        };
+        if let Some(log) = self.access_log.get() {
+            let (parts, body) = req.into_parts();
+            rq.log = Some(Pending::capture(
+                log,
+                &parts,
+                rq.start,
+                conn.local,
+                conn.client,
+                conn.tls.as_ref().and_then(|t| t.sni.as_deref()),
+            ));
+            let resp = self
+                .route(Request::from_parts(parts, body), conn, &mut rq)
+                .await;
+            return self.finish(resp, rq);
+        }
+        let resp = self.route(req, conn, &mut rq).await;
+        self.finish(resp, rq)
+    }
+
+    /// Count the response, and hand its log record to its body (written
+    /// when the body is done).
+    fn finish(&self, mut resp: Response<ProxyBody>, mut rq: Rq) -> Response<ProxyBody> {
+        let generated = resp.extensions().get::<Generated>();
+        let flags = generated.map_or(Default::default(), |g| g.flags);
+        if generated.is_some() {
+            self.stats.local_reply(flags);
+        }
+        if !rq.recorded {
+            self.metrics
+                .unrouted
+                .record(resp.status().as_u16(), flags, rq.start.elapsed());
+        }
+        let Some(mut p) = rq.log.take() else {
+            return resp;
+        };
+        p.code = resp.status().as_u16();
+        p.flags.set(flags);
+        if let Some(g) = resp.extensions().get::<Generated>() {
+            p.details = g.details.to_string().into();
+        }
+        match resp.body_mut() {
+            ProxyBody::Upstream {
+                lease: Some(lease), ..
+            } => {
+                lease.extras.get_or_insert_with(Box::default).log = Some(p);
+            }
+            ProxyBody::Full(b) => {
+                let b = b.take();
+                *resp.body_mut() = ProxyBody::Logged {
+                    body: b,
+                    log: Some(Box::new(Extras {
+                        log: Some(p),
+                        ..Default::default()
+                    })),
+                };
+            }
+            ProxyBody::Logged { log, .. } => {
+                log.get_or_insert_with(Box::default).log = Some(p);
+            }
+            ProxyBody::Upstream { lease: None, .. } => p.write(0, true),
         }
         resp
     }
@@ -112,63 +224,74 @@ impl Gateway {
     async fn route(
         &self,
         req: Request<Incoming>,
-        client_ip: &HeaderValue,
-        scope: ListenerScope,
+        conn: &ConnInfo,
+        rq: &mut Rq,
     ) -> Response<ProxyBody> {
-        let route = {
-            let Some(authority) = authority(&req) else {
-                return local_reply(
-                    StatusCode::BAD_REQUEST,
-                    flags::DOWNSTREAM_PROTOCOL_ERROR,
-                    "skiff gateway: the request has no Host header".to_string(),
-                );
+        let table = self.table.load();
+        if conn.listener.https_redirect() {
+            let (parts, _) = req.into_parts();
+            let view = RequestView::new(&parts, conn.scheme, conn.port);
+            let to = Redirect::https().location(&view, 0);
+            return match local_reply::redirect(http::StatusCode::MOVED_PERMANENTLY, &to) {
+                Some(r) => respond(r),
+                None => respond(local_reply::bad_request(
+                    "cannot redirect this request to https",
+                )),
             };
-            let host = host_of(authority);
-            let lowered;
-            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                lowered = host.to_ascii_lowercase();
-                lowered.as_str()
-            } else {
-                host
-            };
-            let table = self.table.load();
-            match table.lookup(host, scope.external, scope.local) {
-                Some(r) => r.clone(),
-                None => {
-                    return local_reply(
-                        StatusCode::NOT_FOUND,
-                        flags::NO_ROUTE,
-                        format!(
-                            "skiff gateway: no route matched host {host:?}: no Route serves this host on this listener (see `skiff get routes -A`)"
-                        ),
-                    );
-                }
+        }
+        let Some(authority) = authority(&req) else {
+            return respond(local_reply::bad_request("the request has no Host header"));
+        };
+        let host = host_of(authority);
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        let mut gateway_authz = None;
+        if !table.istio.is_empty()
+            && let Some(lr) = table.istio.listener(conn.listener.addr)
+        {
+            if let Some(vh) = lr.hosts.lookup(host) {
+                let vh = vh.clone();
+                let table = arc_swap::Guard::into_inner(table);
+                return vs_forward::forward(table, &vh, req, conn, rq).await;
+            }
+            gateway_authz = lr.authz.clone();
+        }
+        let scope = conn.listener.scope;
+        let route = match table.lookup(host, scope.external, scope.local) {
+            Some(r) => r.clone(),
+            None => {
+                return respond(local_reply::no_route(&format!(
+                    "no route matched host {host:?}: no Route serves this host on this listener (see `skiff get routes -A`)"
+                )));
             }
         };
-        let req = forward::prepare(req, client_ip);
-        forward::forward(&route, route.pick(), req, &self.stats).await
+        drop(table);
+        if let Some(a) = gateway_authz.filter(|a| !a.is_empty()) {
+            let (parts, body) = req.into_parts();
+            let d =
+                a.evaluate(&conn.authz_request(RequestView::new(&parts, conn.scheme, conn.port)));
+            if let (Decision::Deny(_), Some(r)) = (&d, local_reply::denied(&d)) {
+                return respond(r);
+            }
+            return forward::forward(&route, Request::from_parts(parts, body), conn, rq).await;
+        }
+        forward::forward(&route, req, conn, rq).await
     }
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute form), else Host.
-fn authority(req: &Request<Incoming>) -> Option<&str> {
+pub(crate) fn authority<B>(req: &Request<B>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str());
     }
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-}
-
-/// The host part of an authority (no port, no IPv6 brackets kept apart).
-fn host_of(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.find(']').map_or(authority, |i| &authority[..=i]);
-    }
-    match authority.rfind(':') {
-        Some(i) => &authority[..i],
-        None => authority,
-    }
 }
 
 /// `ip` as it goes into X-Forwarded-For (IPv4-mapped addresses unmapped).
@@ -182,55 +305,70 @@ pub fn client_ip_header(ip: std::net::IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
-/// Serve `listener` until `shutdown` resolves, then stop accepting and let
-/// open connections finish their requests (at most `drain_timeout`).
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the listener manager's connections with the gateway.
+pub struct HttpHandler {
     gateway: Arc<Gateway>,
-    scope: ListenerScope,
-    shutdown: impl Future<Output = ()>,
-    drain_timeout: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, client) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let client_ip = client_ip_header(client.ip());
-        let service = service_fn(move |req| {
-            let gateway = gateway.clone();
-            let client_ip = client_ip.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, &client_ip, scope).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%client, "connection ended: {e}");
-            }
-        });
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl HttpHandler {
+    pub fn new(gateway: Arc<Gateway>) -> HttpHandler {
+        HttpHandler {
+            gateway,
+            builder: auto::Builder::new(TokioExecutor::new()),
+        }
     }
-    drop(listener);
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {drain_timeout:?}: closing them");
+}
+
+impl ConnectionHandler for HttpHandler {
+    fn serve(&self, conn: Connection) -> BoxFuture {
+        let Connection {
+            io,
+            peer,
+            client,
+            local,
+            tls,
+            listener,
+            mut closing,
+        } = conn;
+        let port = listener.gateway_port.unwrap_or(local.port());
+        let info = Arc::new(ConnInfo {
+            gateway: self.gateway.clone(),
+            client_ip: client_ip_header(client.ip()),
+            client,
+            peer,
+            local,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
+            listener,
+            port,
+        });
+        let builder = self.builder.clone();
+        Box::pin(async move {
+            let service = service_fn(move |req| {
+                let info = info.clone();
+                async move { Ok::<_, Infallible>(info.gateway.handle(req, &info).await) }
+            });
+            let c = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            tokio::pin!(c);
+            tokio::select! {
+                r = c.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%client, "connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = closing.wait_for(|c| *c) => {}
+            }
+            // The listener closes or the gateway drains: finish what is in
+            // flight, then close (Connection: close / GOAWAY).
+            c.as_mut().graceful_shutdown();
+            if let Err(e) = c.await {
+                tracing::debug!(%client, "connection ended while draining: {e}");
+            }
+        })
     }
 }
 
@@ -239,12 +377,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_without_port() {
+    fn client_ips_unmap_v4() {
+        let v6: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(client_ip_header(v6), "10.1.2.3");
+        let req = Request::builder()
+            .uri("http://h2.example.com/x")
+            .body(())
+            .unwrap();
+        assert_eq!(authority(&req), Some("h2.example.com"));
         assert_eq!(
             host_of("hello.default.example.com:8080"),
             "hello.default.example.com"
         );
-        assert_eq!(host_of("hello"), "hello");
-        assert_eq!(host_of("[::1]:80"), "[::1]");
     }
 }

@@ -1,53 +1,31 @@
 //! Gateway worker threads (see [`crate::worker`] for why one runtime per
-//! core).
+//! core). Each thread runs a single-threaded tokio runtime and hands out its
+//! [`Handle`]; the listener manager opens one `SO_REUSEPORT` socket per
+//! worker on those handles, so a connection, its requests and its upstream
+//! connections all stay on one thread.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::server::{Gateway, ListenerScope, serve};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
 
-/// The gateway's worker threads: one single-threaded runtime per thread, each
-/// accepting on its own `SO_REUSEPORT` socket bound to the same address.
+/// The gateway's worker threads.
 pub struct GatewayThreads {
-    pub addr: SocketAddr,
-    handles: Vec<std::thread::JoinHandle<()>>,
+    handles: Vec<Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl GatewayThreads {
-    /// Bind `addr` once per thread and start serving. Returns once every
-    /// thread listens.
-    pub fn start(
-        addr: SocketAddr,
-        threads: usize,
-        gateway: Arc<Gateway>,
-        scope: ListenerScope,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-        drain_timeout: Duration,
-    ) -> std::io::Result<GatewayThreads> {
-        let threads = threads.max(1);
-        let mut sockets = Vec::with_capacity(threads);
-        let mut bound = addr;
-        for _ in 0..threads {
-            let socket = if addr.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
-            socket.bind(bound)?;
-            // Port 0 picks a port once; the other sockets share it.
-            bound = socket.local_addr()?;
-            sockets.push(socket);
-        }
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-        let mut handles = Vec::with_capacity(threads);
-        for (i, socket) in sockets.into_iter().enumerate() {
-            let gateway = gateway.clone();
-            let mut shutdown = shutdown.clone();
+    /// Start `n` workers (at least one); they run until `stop` says true.
+    /// Returns once every worker's runtime is up.
+    pub fn start(n: usize, stop: watch::Receiver<bool>) -> std::io::Result<GatewayThreads> {
+        let n = n.max(1);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<Handle>>();
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut stop = stop.clone();
             let ready = ready_tx.clone();
-            let handle = std::thread::Builder::new()
+            let t = std::thread::Builder::new()
                 .name(format!("skiff-gateway-{i}"))
                 .spawn(move || {
                     crate::worker::set_index(i + 1);
@@ -62,14 +40,7 @@ impl GatewayThreads {
                         }
                     };
                     rt.block_on(async move {
-                        let listener = match socket.listen(4096) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                let _ = ready.send(Err(e));
-                                return;
-                            }
-                        };
-                        let _ = ready.send(Ok(()));
+                        let _ = ready.send(Ok(Handle::current()));
                         // Keep a near timer pending: tokio's timer driver
                         // wakes its own thread (an eventfd write and an extra
                         // epoll_wait) whenever a new timer is the earliest,
@@ -80,18 +51,16 @@ impl GatewayThreads {
                                 tick.tick().await;
                             }
                         });
-                        let stop = async move {
-                            let _ = shutdown.wait_for(|s| *s).await;
-                        };
-                        serve(listener, gateway, scope, stop, drain_timeout).await;
+                        let _ = stop.wait_for(|s| *s).await;
                     });
                 })?;
-            handles.push(handle);
+            threads.push(t);
         }
         drop(ready_tx);
-        for _ in 0..threads {
+        let mut handles = Vec::with_capacity(n);
+        for _ in 0..n {
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(h)) => handles.push(h),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     return Err(std::io::Error::other(
@@ -100,16 +69,19 @@ impl GatewayThreads {
                 }
             }
         }
-        Ok(GatewayThreads {
-            addr: bound,
-            handles,
-        })
+        Ok(GatewayThreads { handles, threads })
     }
 
-    /// Wait for every thread to finish (after shutdown was signalled).
+    /// The workers' runtimes (for the listener manager).
+    pub fn handles(&self) -> Vec<Handle> {
+        self.handles.clone()
+    }
+
+    /// Wait for every thread to finish (after `stop` was signalled; what
+    /// still runs on them is dropped).
     pub fn join(self) {
-        for h in self.handles {
-            let _ = h.join();
+        for t in self.threads {
+            let _ = t.join();
         }
     }
 }

@@ -79,6 +79,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin: args.admin.clone(),
                 image_map: args.image_map.clone(),
                 gateway_threads: args.gateway_threads,
+                gateway_address: args.gateway_address.clone(),
+                gateway_port_map: args.gateway_port_map.clone(),
+                access_log: args.access_log.clone(),
+                access_log_encoding: args.access_log_encoding.clone(),
+                access_log_filter: args.access_log_filter.clone(),
             })
             .await?;
             Ok(ExitCode::SUCCESS)

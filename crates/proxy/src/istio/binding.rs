@@ -147,6 +147,15 @@ impl<T> HostIndex<T> {
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty() && self.any.is_none()
     }
+
+    /// Every host pattern and its value (exact names, wildcards, `*`).
+    pub fn iter(&self) -> impl Iterator<Item = (String, &T)> {
+        self.exact
+            .iter()
+            .map(|(h, v)| (h.to_string(), v))
+            .chain(self.wildcard.iter().map(|(s, v)| (format!("*{s}"), v)))
+            .chain(self.any.iter().map(|v| ("*".to_string(), v)))
+    }
 }
 
 /// One gateway server as a listener serves it.

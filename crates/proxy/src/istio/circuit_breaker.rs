@@ -10,9 +10,15 @@
 //! overflow — 503 `UO`, `x-envoy-overloaded: true`, never retried — is the
 //! caller's reply; the counters here use Envoy's stat names.
 //!
-//! HTTP/1.1: a request that finds no idle connection and may not open one
-//! (at `maxConnections`) waits as *pending*; only pending overflow is a 503.
-//! [`CircuitBreaker::connection`] implements that wait.
+//! HTTP/1.1: a request needs a connection of its own while it is in flight.
+//! One that may not take one (at `maxConnections`) waits as *pending*; only
+//! pending overflow is a 503. [`CircuitBreaker::connection`] implements that
+//! wait. Skiff counts connections *in use* (a request holds its connection
+//! from admission until its response body ends) rather than every open
+//! socket: pools are per gateway worker, and an idle connection pooled on
+//! one worker must not starve a request pending on another. For HTTP/1.1
+//! this bounds the requests in flight at the cluster by `maxConnections`
+//! exactly, where Envoy allows a connection per worker pool beyond it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -96,7 +102,7 @@ pub struct CircuitBreaker {
     requests: AtomicU32,
     retries: AtomicU32,
     pub stats: BreakerStats,
-    /// Wakes pending requests when a connection closes or goes idle.
+    /// Wakes pending requests when a request gives its connection back.
     released: Notify,
 }
 
@@ -153,15 +159,6 @@ impl Drop for Guard {
             }
         }
     }
-}
-
-/// What [`CircuitBreaker::connection`] got: an idle connection from the
-/// caller's pool, or the right to open a new one (keep the guard as long as
-/// the connection lives).
-#[derive(Debug)]
-pub enum ConnectionGrant<C> {
-    Idle(C),
-    New(Guard),
 }
 
 fn try_take(counter: &AtomicU32, limit: u32) -> bool {
@@ -230,21 +227,14 @@ impl CircuitBreaker {
         }
     }
 
-    /// A connection for one request: an idle one (`try_idle`, the caller's
-    /// pool), else a new one within `maxConnections`, else wait as pending —
-    /// or overflow when the pending queue is full. Waiting ends when a
-    /// connection closes or one is returned idle
-    /// ([`CircuitBreaker::connection_released`]); bound it with the route
-    /// timeout.
-    pub async fn connection<C>(
-        self: &Arc<Self>,
-        mut try_idle: impl FnMut() -> Option<C>,
-    ) -> Result<ConnectionGrant<C>, Overflow> {
-        if let Some(c) = try_idle() {
-            return Ok(ConnectionGrant::Idle(c));
-        }
+    /// A connection for one request: within `maxConnections` at once,
+    /// else wait as pending — or overflow when the pending queue is full.
+    /// Waiting ends when a request gives its connection back (its guard
+    /// drops); bound it with the route timeout. The guard is the right to
+    /// use one connection (pooled or new) until the response body ends.
+    pub async fn connection(self: &Arc<Self>) -> Result<Guard, Overflow> {
         if let Some(g) = self.try_connection() {
-            return Ok(ConnectionGrant::New(g));
+            return Ok(g);
         }
         if !try_take(&self.pending, self.limits.max_pending_requests) {
             self.stats
@@ -261,29 +251,11 @@ impl CircuitBreaker {
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(c) = try_idle() {
-                return Ok(ConnectionGrant::Idle(c));
-            }
             if try_take(&self.connections, self.limits.max_connections) {
-                return Ok(ConnectionGrant::New(self.guard(Slot::Connection)));
+                return Ok(self.guard(Slot::Connection));
             }
             notified.await;
         }
-    }
-
-    /// Call when a connection goes back to a pool idle: a pending request
-    /// may take it.
-    pub fn connection_released(&self) {
-        self.released.notify_one();
-    }
-
-    /// True when pooling an idle connection would starve pending requests
-    /// elsewhere: at the connection limit with requests waiting. Connections
-    /// are per worker, so a waiter on another worker cannot use it — close it
-    /// instead of pooling, and the waiter opens its own.
-    pub fn should_close_idle(&self) -> bool {
-        self.pending.load(Ordering::Acquire) > 0
-            && self.connections.load(Ordering::Acquire) >= self.limits.max_connections
     }
 
     pub fn snapshot(&self) -> BreakerSnapshot {
@@ -401,26 +373,22 @@ mod tests {
             max_pending_requests: 1,
             ..Limits::default()
         });
-        let none = || None::<()>;
-        let ConnectionGrant::New(conn) = b.connection(none).await.unwrap() else {
-            panic!("first request opens the connection");
-        };
+        let conn = b.connection().await.unwrap();
         // Second request waits as pending.
         let b2 = b.clone();
-        let waiter = tokio::spawn(async move {
-            matches!(b2.connection(none).await, Ok(ConnectionGrant::New(_)))
-        });
+        let waiter = tokio::spawn(async move { b2.connection().await.is_ok() });
         while b.snapshot().rq_pending_active == 0 {
             tokio::task::yield_now().await;
         }
         // Third overflows: the only 503.
-        assert_eq!(b.connection(none).await.unwrap_err(), Overflow::Pending);
+        assert_eq!(b.connection().await.unwrap_err(), Overflow::Pending);
         assert_eq!(
             b.stats.upstream_rq_pending_overflow.load(Ordering::Relaxed),
             1
         );
-        assert!(b.should_close_idle());
-        // Closing the connection lets the pending one open its own.
+        let s = b.snapshot();
+        assert!(s.cx_open && s.rq_pending_open);
+        // Giving the connection back lets the pending one through.
         drop(conn);
         assert!(
             tokio::time::timeout(Duration::from_secs(10), waiter)
@@ -429,23 +397,6 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(b.snapshot().rq_pending_active, 0);
-    }
-
-    #[tokio::test]
-    async fn idle_connections_are_reused_first() {
-        let b = CircuitBreaker::new(Limits {
-            max_connections: 1,
-            ..Limits::default()
-        });
-        let mut pool = vec!["pooled"];
-        match b.connection(|| pool.pop()).await.unwrap() {
-            ConnectionGrant::Idle(c) => assert_eq!(c, "pooled"),
-            ConnectionGrant::New(_) => panic!("idle first"),
-        }
-        assert_eq!(
-            b.snapshot().cx_active,
-            0,
-            "an idle connection holds its own guard"
-        );
+        assert_eq!(b.snapshot().cx_active, 0, "the waiter's guard dropped too");
     }
 }

@@ -1,19 +1,45 @@
 //! Per-cluster state that must outlive routing snapshots: circuit breakers
 //! (in-flight requests hold guards on them, and their counters are what
-//! `proxy-config` and Prometheus show) and outlier-detection stats. The
+//! `proxy-config` and Prometheus show), outlier-detection stats and the
+//! router's per-cluster counters (Envoy's `cluster.<name>.upstream_*`). The
 //! table builder asks for them by cluster name on every snapshot; the same
 //! objects come back while the limits stay the same.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::circuit_breaker::{CircuitBreaker, Limits};
 use super::outlier::OutlierStats;
+use crate::worker::ShardedCounter;
+
+/// Router counters of one cluster, with Envoy's names. `upstream_rq_total`
+/// is bumped per request (sharded); the others on rare events.
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
+    pub upstream_rq_total: ShardedCounter,
+    pub upstream_rq_retry: AtomicU64,
+    pub upstream_rq_retry_success: AtomicU64,
+    pub upstream_rq_retry_limit_exceeded: AtomicU64,
+    pub upstream_rq_timeout: AtomicU64,
+    pub upstream_rq_per_try_timeout: AtomicU64,
+    pub upstream_rq_rx_reset: AtomicU64,
+    pub upstream_cx_connect_fail: AtomicU64,
+    pub upstream_cx_none_healthy: AtomicU64,
+}
+
+impl ClusterCounters {
+    #[inline]
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug)]
 struct Entry {
     breaker: Arc<CircuitBreaker>,
     outlier: Arc<OutlierStats>,
+    counters: Arc<ClusterCounters>,
 }
 
 /// Cluster name (`outbound|port|subset|host`) → long-lived state.
@@ -38,12 +64,17 @@ impl ClusterStates {
         self.entry(cluster, Limits::default()).outlier.clone()
     }
 
+    pub fn counters(&mut self, cluster: &str) -> Arc<ClusterCounters> {
+        self.entry(cluster, Limits::default()).counters.clone()
+    }
+
     fn entry(&mut self, cluster: &str, limits: Limits) -> &mut Entry {
         self.map
             .entry(cluster.to_string())
             .or_insert_with(|| Entry {
                 breaker: CircuitBreaker::new(limits),
                 outlier: Arc::default(),
+                counters: Arc::default(),
             })
     }
 
@@ -71,6 +102,8 @@ mod tests {
         };
         let a = s.breaker("outbound|80|v1|hello", l);
         let _held = a.try_connection().unwrap();
+        let counters = s.counters("outbound|80|v1|hello");
+        counters.upstream_rq_total.inc();
         let b = s.breaker("outbound|80|v1|hello", l);
         assert!(Arc::ptr_eq(&a, &b), "same limits: same counters");
         assert!(
@@ -84,6 +117,10 @@ mod tests {
             &stats,
             &s.outlier_stats("outbound|80|v1|hello")
         ));
+        assert_eq!(
+            s.counters("outbound|80|v1|hello").upstream_rq_total.get(),
+            1
+        );
         s.retain(|k| k != "outbound|80|v1|hello");
         assert_eq!(s.breakers().count(), 0);
     }

@@ -71,6 +71,10 @@ impl ResponseFlags {
         self.0
     }
 
+    pub fn from_bits(bits: u32) -> ResponseFlags {
+        ResponseFlags(bits)
+    }
+
     /// Parse one short name (`UO`).
     pub fn from_short(s: &str) -> Option<ResponseFlags> {
         ResponseFlags::ALL

@@ -23,7 +23,9 @@ pub struct LocalReply {
 }
 
 impl LocalReply {
-    fn new(
+    /// A reply with Envoy's body line `envoy` (may be empty) and, when
+    /// `why` is given, Skiff's line naming the hop and the reason.
+    pub fn new(
         status: StatusCode,
         flags: ResponseFlags,
         details: &str,
@@ -44,6 +46,12 @@ impl LocalReply {
             headers: Vec::new(),
             body,
         }
+    }
+
+    /// Add a response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> LocalReply {
+        self.headers.push((name, value));
+        self
     }
 }
 
@@ -184,6 +192,26 @@ pub fn fault_abort(kind: AbortKind) -> LocalReply {
             r
         }
     }
+}
+
+/// A request the gateway cannot route or read (no Host, bad URI): 400
+/// DPE.
+pub fn bad_request(why: &str) -> LocalReply {
+    LocalReply::new(
+        StatusCode::BAD_REQUEST,
+        ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+        "downstream_protocol_error",
+        "",
+        why,
+    )
+}
+
+/// A CORS preflight answered by the policy: 200 with its headers.
+pub fn cors_preflight(headers: &http::HeaderMap) -> LocalReply {
+    let mut r = LocalReply::new(StatusCode::OK, ResponseFlags::NONE, "cors_response", "", "");
+    r.headers
+        .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    r
 }
 
 /// Authorization denied: 403, no flag, Envoy's body.

@@ -169,6 +169,13 @@ impl HostOutlier {
         false
     }
 
+    /// Possibly ejected (no clock read): the cheap check before
+    /// [`HostOutlier::is_ejected`].
+    #[inline]
+    pub fn maybe_ejected(&self) -> bool {
+        self.ejected_at.load(Ordering::Relaxed) != 0
+    }
+
     /// Times ejected so far.
     pub fn ejections(&self) -> u64 {
         self.num_ejections.load(Ordering::Relaxed)

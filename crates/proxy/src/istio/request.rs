@@ -25,24 +25,33 @@ impl<'a> RequestView<'a> {
     /// View of `parts`; the authority is the URI's (HTTP/2, absolute form)
     /// or the Host header.
     pub fn new(parts: &'a http::request::Parts, scheme: &'a str, port: u16) -> RequestView<'a> {
-        let authority = parts
-            .uri
+        RequestView::of(&parts.method, &parts.uri, &parts.headers, scheme, port)
+    }
+
+    /// View of a request head held apart (method, URI, headers).
+    pub fn of(
+        method: &'a http::Method,
+        uri: &'a http::Uri,
+        headers: &'a HeaderMap,
+        scheme: &'a str,
+        port: u16,
+    ) -> RequestView<'a> {
+        let authority = uri
             .authority()
             .map(|a| a.as_str())
             .or_else(|| {
-                parts
-                    .headers
+                headers
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok())
             })
             .unwrap_or("");
         RequestView {
-            method: parts.method.as_str(),
+            method: method.as_str(),
             scheme,
             authority,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
+            path: uri.path(),
+            query: uri.query(),
+            headers,
             port,
         }
     }

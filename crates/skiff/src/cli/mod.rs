@@ -128,6 +128,25 @@ pub struct ServeArgs {
     /// Gateway worker threads (default: one per core).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub gateway_threads: usize,
+    /// Address Istio Gateway server ports listen on (a server on port P
+    /// listens on ADDRESS:P unless --gateway-port-map says otherwise).
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub gateway_address: String,
+    /// Listen for a Gateway server port elsewhere: PORT=IP:PORT (repeat,
+    /// or separate with commas), e.g. 443=127.0.0.1:8443 to serve a
+    /// Gateway's port 443 without privileges.
+    #[arg(long, value_name = "PORT=ADDR", value_delimiter = ',')]
+    pub gateway_port_map: Vec<String>,
+    /// Access log: `off`, `stdout`, or a file path (appended to).
+    #[arg(long, default_value = "off", value_name = "off|stdout|PATH")]
+    pub access_log: String,
+    /// Access log line format: Istio's default TEXT line or its JSON object.
+    #[arg(long, default_value = "TEXT", value_name = "TEXT|JSON")]
+    pub access_log_encoding: String,
+    /// Only log requests for which this expression holds, as in Istio's
+    /// Telemetry filter, e.g. `response.code >= 400`.
+    #[arg(long, value_name = "EXPR")]
+    pub access_log_filter: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

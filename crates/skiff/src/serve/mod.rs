@@ -3,6 +3,7 @@
 
 mod admin;
 mod admission;
+mod listeners;
 mod logs;
 
 use std::io::Write as _;
@@ -14,7 +15,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skiff_controller::{Controller, GatewayDrainer, LiveConfig};
-use skiff_proxy::{EndpointRegistry, Gateway, GatewayThreads, ListenerScope, RoutingTable};
+use skiff_proxy::access::{AccessLog, LogTarget};
+use skiff_proxy::istio::access_log::{Encoding, LogFilter};
+use skiff_proxy::listeners::ListenerManager;
+use skiff_proxy::{EndpointRegistry, Gateway, GatewayThreads, HttpHandler, RoutingTable};
 use skiff_runtime::Runtime;
 use skiff_runtime::image_map::ImageMap;
 use skiff_runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
@@ -33,6 +37,32 @@ pub struct ServeOptions {
     pub image_map: Option<PathBuf>,
     /// Gateway worker threads (0: one per core).
     pub gateway_threads: usize,
+    /// Where Gateway server ports listen, and exceptions by port.
+    pub gateway_address: String,
+    pub gateway_port_map: Vec<String>,
+    /// `off`, `stdout` or a path; TEXT or JSON; a filter expression.
+    pub access_log: String,
+    pub access_log_encoding: String,
+    pub access_log_filter: Option<String>,
+}
+
+/// The access log the flags ask for (`None`: off).
+fn access_log(opts: &ServeOptions) -> anyhow::Result<Option<AccessLog>> {
+    let encoding = Encoding::parse(&opts.access_log_encoding)
+        .map_err(|e| anyhow::anyhow!("--access-log-encoding: {e}"))?;
+    let filter = opts
+        .access_log_filter
+        .as_deref()
+        .map(LogFilter::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--access-log-filter: {e}"))?;
+    if opts.access_log.eq_ignore_ascii_case("off") || opts.access_log.is_empty() {
+        return Ok(None);
+    }
+    let target = LogTarget::parse(&opts.access_log);
+    AccessLog::open(&target, encoding, filter)
+        .map(Some)
+        .with_context(|| format!("opening the access log {}", opts.access_log))
 }
 
 /// How long open gateway connections get to finish their requests once
@@ -58,37 +88,32 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     let gateway = Gateway::new();
+    if let Some(log) = access_log(&opts)? {
+        gateway.set_access_log(log);
+    }
+    let port_map = listeners::port_map(&opts.gateway_port_map)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The workers outlive the drain: they stop after it.
+    let (workers_tx, workers_rx) = watch::channel(false);
     let threads = match opts.gateway_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let workers =
+        GatewayThreads::start(threads, workers_rx).context("starting the gateway workers")?;
+    let mut manager = ListenerManager::new(
+        workers.handles(),
+        Arc::new(HttpHandler::new(gateway.clone())),
+    );
     // External routes on --listen, cluster-local ones on --local-listen.
-    let external = start_listener(
-        &opts.listen,
-        "gateway",
-        threads,
-        &gateway,
-        ListenerScope {
-            external: true,
-            local: false,
-        },
-        &stop_rx,
-    )?;
-    let local = start_listener(
-        &opts.local_listen,
-        "cluster-local gateway",
-        threads,
-        &gateway,
-        ListenerScope {
-            external: false,
-            local: true,
-        },
-        &stop_rx,
-    )?;
+    let (gateway_addr, local_addr) = listeners::open_defaults(
+        &mut manager,
+        listeners::parse_addr(&opts.listen, "gateway")?,
+        listeners::parse_addr(&opts.local_listen, "cluster-local gateway")?,
+    )
+    .await?;
+    let plan = listeners::plan(gateway_addr, local_addr, &opts.gateway_address, port_map)?;
     let admin_listener = bind(&opts.admin, "admin API").await?;
-    let gateway_addr = external.addr;
-    let local_addr = local.addr;
     let admin_addr = admin_listener.local_addr()?;
 
     let registry = Arc::new(Mutex::new(EndpointRegistry::default()));
@@ -120,6 +145,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let _ = std::io::stdout().flush();
 
+    let listener_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -127,13 +153,21 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }
     };
 
+    let (specs_tx, specs_rx) = tokio::sync::mpsc::unbounded_channel();
     let controller = Controller::new(
         store.clone(),
         Arc::new(runtime.clone()),
         gateway.clone(),
         registry,
         config.clone(),
-    );
+    )
+    .with_listeners(plan, specs_tx);
+    let listener_task = tokio::spawn(listeners::run(
+        manager,
+        specs_rx,
+        listener_stop,
+        DRAIN_TIMEOUT,
+    ));
     let mut metrics = prometheus_client::registry::Registry::default();
     metrics.register_collector(Box::new(skiff_proxy::metrics::GatewayCollector(
         gateway.clone(),
@@ -171,11 +205,10 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let _ = stop_tx.send(true);
     let drain = async {
-        let _ = tokio::task::spawn_blocking(move || {
-            external.join();
-            local.join();
-        })
-        .await;
+        // Listeners stop accepting; open connections finish their requests.
+        let _ = listener_task.await;
+        let _ = workers_tx.send(true);
+        let _ = tokio::task::spawn_blocking(move || workers.join()).await;
         let _ = admin_task.await;
         let _ = controller_task.await;
         // Nothing routes to instances any more: they stop without waiting
@@ -201,29 +234,6 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(paths::server_file(&data_dir));
     println!("skiff serve: stopped");
     Ok(())
-}
-
-/// Start a gateway listener's worker threads on `addr`.
-fn start_listener(
-    addr: &str,
-    what: &str,
-    threads: usize,
-    gateway: &Arc<Gateway>,
-    scope: ListenerScope,
-    stop: &watch::Receiver<bool>,
-) -> anyhow::Result<GatewayThreads> {
-    let sock: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("{what} address {addr:?} is not IP:PORT"))?;
-    GatewayThreads::start(
-        sock,
-        threads,
-        gateway.clone(),
-        scope,
-        stop.clone(),
-        DRAIN_TIMEOUT,
-    )
-    .with_context(|| format!("cannot listen on {sock} for the {what}"))
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {

@@ -1,0 +1,834 @@
+//! Forwarding a request whose host has a VirtualService on its listener,
+//! in the order Envoy's filter chain applies Istio's configuration (see
+//! `docs/istio-wiring.md`): TLS redirect, the gateway's authorization, the
+//! first matching rule, CORS, fault injection, redirect / direct response /
+//! route, request rewrites and header operations, mirrors, then the
+//! destination's cluster — circuit breakers, load balancing over instances
+//! that outlier detection has not ejected, the workload's authorization,
+//! per-try and route timeouts, and retries as the rule's policy allows.
+//!
+//! Retries that may repeat a request the app saw (after a response, a reset
+//! after the request was written, a per-try timeout) happen only for
+//! idempotent methods unless the VirtualService opts in, and only when the
+//! request can be sent again (no body, or a body small enough to buffer).
+//! Retries of requests that never reached the app always can.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access::{Extras, protocol};
+use crate::activator::{Rejection, Slot};
+use crate::body::{ProxyBody, UpstreamRequestBody};
+use crate::cluster::{Choice, Cluster};
+use crate::endpoint::{NotSentKind, SendError};
+use crate::forward::{authorize, flags_of, prepare, rejected};
+use crate::headers;
+use crate::istio::circuit_breaker::Guard;
+use crate::istio::cluster_state::ClusterCounters;
+use crate::istio::cors::CorsAction;
+use crate::istio::flags::ResponseFlags;
+use crate::istio::header_ops::HeaderContext;
+use crate::istio::local_reply::{self, LocalReply};
+use crate::istio::outlier::OutlierResult;
+use crate::istio::request::{RequestView, host_of, port_of};
+use crate::istio::retry::{ATTEMPT_COUNT_HEADER, AttemptOutcome, NoRetry, RetryOn, Timeouts};
+use crate::istio::rewrite::Redirect;
+use crate::istio::route::{Action, Mirror, RouteTarget, SHADOW_SUFFIX};
+use crate::istio::time::MonoTime;
+use crate::istio::{rand, retry};
+use crate::reply::{Generated, respond};
+use crate::request_metrics::RequestCounters;
+use crate::server::{ConnInfo, Rq};
+use crate::table::{RoutingTable, VirtualHost};
+use crate::upgrade;
+
+/// Largest request body kept in memory so that it can be sent again
+/// (Envoy's default per-connection buffer limit).
+pub const MAX_BUFFERED_BODY: u64 = 1 << 20;
+/// A mirrored request gets this long before it is abandoned.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
+
+static ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static ATTEMPT_COUNT: HeaderName = HeaderName::from_static(ATTEMPT_COUNT_HEADER);
+
+/// A request head kept to send the request again.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+}
+
+impl Head {
+    fn request(&self) -> Request<UpstreamRequestBody> {
+        let mut r = Request::new(match &self.body {
+            Some(b) => UpstreamRequestBody::Buffered(Some(b.clone())),
+            None => UpstreamRequestBody::Empty,
+        });
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = Version::HTTP_11;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Response(Response<Incoming>, crate::endpoint::Lease),
+    NotSent(NotSentKind, String),
+    Reset(String),
+    Timeout,
+}
+
+/// Can `policy` retry once the app may have seen the request?
+fn retries_after_send(p: &retry::RetryPolicy) -> bool {
+    p.num_retries > 0
+        && p.retry_on.has(
+            RetryOn::FIVE_XX
+                .with(RetryOn::GATEWAY_ERROR)
+                .with(RetryOn::RESET)
+                .with(RetryOn::RETRIABLE_4XX)
+                .with(RetryOn::ENVOY_RATELIMITED)
+                .with(RetryOn::GRPC_CANCELLED)
+                .with(RetryOn::GRPC_DEADLINE_EXCEEDED)
+                .with(RetryOn::GRPC_INTERNAL)
+                .with(RetryOn::GRPC_RESOURCE_EXHAUSTED)
+                .with(RetryOn::GRPC_UNAVAILABLE),
+        )
+        || (p.num_retries > 0
+            && p.retry_on.has(RetryOn::RETRIABLE_STATUS_CODES)
+            && !p.retriable_status_codes.is_empty())
+}
+
+/// Must `method`'s request be kept to be sent again after it went out?
+fn needs_replay(p: &retry::RetryPolicy, method: &Method) -> bool {
+    retries_after_send(p) && (!p.idempotent_only || retry::is_idempotent(method))
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// A random id in UUID form (Envoy mints one when the client sent none).
+fn request_id() -> HeaderValue {
+    let (a, b) = (rand::next_u64(), rand::next_u64());
+    let s = format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&s).expect("hex digits and dashes")
+}
+
+fn earliest(a: Option<tokio::time::Instant>, b: tokio::time::Instant) -> tokio::time::Instant {
+    a.map_or(b, |a| a.min(b))
+}
+
+/// The shadow host of a mirrored request (`host-shadow[:port]`).
+fn shadow_host(authority: &str) -> Option<HeaderValue> {
+    let host = host_of(authority);
+    let s = match port_of(authority) {
+        Some(p) => format!("{host}{SHADOW_SUFFIX}:{p}"),
+        None => format!("{host}{SHADOW_SUFFIX}"),
+    };
+    HeaderValue::from_str(&s).ok()
+}
+
+/// Send a copy of the request to `cluster` and forget it: no queueing, no
+/// retries; the response is read and dropped.
+fn mirror(cluster: Arc<Cluster>, head: &Head) {
+    let mut req = head.request();
+    if let Some(h) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(shadow_host)
+    {
+        req.headers_mut().insert(header::HOST, h);
+    }
+    tokio::spawn(async move {
+        let Choice::Endpoint { member, ep } = cluster.choose(None, &[], MonoTime::now()) else {
+            return;
+        };
+        let slot = Slot::new(ep.clone(), cluster.members[member].backend.clone());
+        let guard = if ep.is_h2c() {
+            None
+        } else {
+            match cluster.breaker.try_connection() {
+                Some(g) => Some(g),
+                None => return,
+            }
+        };
+        let sent = tokio::time::timeout(MIRROR_TIMEOUT, async {
+            if let Ok((resp, lease)) = ep.send(req, slot, &cluster.opts).await {
+                let clean = resp.into_body().collect().await.is_ok();
+                lease.finish(clean);
+            }
+        });
+        let _ = sent.await;
+        drop(guard);
+    });
+}
+
+/// Apply a rule's and its destination's response header operations.
+fn response_headers(
+    rule_ops: &crate::istio::header_ops::HeaderRules,
+    target: Option<&RouteTarget>,
+    h: &mut HeaderMap,
+    ctx: &HeaderContext<'_>,
+) {
+    rule_ops.response.apply(h, ctx);
+    if let Some(t) = target {
+        t.headers.response.apply(h, ctx);
+    }
+}
+
+/// Forward `req` by the rules of `vh` (a virtual host of `table`).
+pub(crate) async fn forward(
+    table: Arc<RoutingTable>,
+    vh: &VirtualHost,
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    rq: &mut Rq,
+) -> Response<ProxyBody> {
+    let on_upgrade =
+        upgrade::wanted(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let hctx = HeaderContext {
+        downstream_remote: Some(conn.client),
+        downstream_local: Some(conn.local),
+        protocol: protocol(parts.version),
+        request_headers: None,
+    };
+    let view = RequestView::new(&parts, conn.scheme, conn.port);
+    if vh.require_tls && conn.scheme == "http" {
+        let to = Redirect::https().location(&view, 0);
+        return respond(
+            local_reply::redirect(http::StatusCode::MOVED_PERMANENTLY, &to)
+                .unwrap_or_else(|| local_reply::bad_request("cannot redirect to https")),
+        );
+    }
+    if let Some(a) = vh.authz.as_ref().filter(|a| !a.is_empty())
+        && let Some(r) = local_reply::denied(&a.evaluate(&conn.authz_request(view)))
+    {
+        return respond(r);
+    }
+    let Some(m) = vh.routes.find(&view) else {
+        return respond(local_reply::no_route(&format!(
+            "no rule of the VirtualServices for host {:?} matched {} {}",
+            &*vh.host, view.method, view.path
+        )));
+    };
+    let rule = m.rule;
+    if let Some(p) = rq.log.as_mut() {
+        p.route_name = Some(m.route_name.into());
+    }
+    let mut cors_origin = None;
+    if let Some(c) = &rule.cors {
+        match c.on_request(&view) {
+            CorsAction::Reply(h) => return respond(local_reply::cors_preflight(&h)),
+            CorsAction::ForwardAllowed(o) => cors_origin = Some(o),
+            CorsAction::Forward => {}
+        }
+    }
+    let fault = rule.fault.as_ref().map(|f| f.decide()).unwrap_or_default();
+    let target = match &rule.action {
+        Action::Route(t) => t.pick(),
+        Action::Redirect(r) => {
+            let to = r.location(&view, m.matched_len);
+            return respond(local_reply::redirect(r.status, &to).unwrap_or_else(|| {
+                local_reply::bad_request("the redirect location is not a valid header")
+            }));
+        }
+        Action::Direct(d) => {
+            let mut resp = Response::new(ProxyBody::full(d.body.clone()));
+            *resp.status_mut() = d.status;
+            response_headers(&rule.headers, None, resp.headers_mut(), &hctx);
+            resp.extensions_mut().insert(Generated {
+                flags: ResponseFlags::NONE,
+                details: "direct_response".into(),
+            });
+            return resp;
+        }
+        // `find` flattens delegates; nothing to forward to.
+        Action::Delegate(_) => {
+            return respond(local_reply::no_route(
+                "the delegate VirtualService has no matching rule",
+            ));
+        }
+    };
+    let dest = &target.destination;
+    let Some(cluster) = dest
+        .cluster
+        .and_then(|i| table.istio.clusters.get(i as usize))
+        .cloned()
+    else {
+        return respond(local_reply::no_cluster(&format!(
+            "destination {}{} of {} resolves to no cluster: no Knative Service answers on that host{}",
+            dest.host,
+            dest.subset
+                .as_deref()
+                .map(|s| format!(" subset {s}"))
+                .unwrap_or_default(),
+            rule.source,
+            if dest.subset.is_some() {
+                ", or no DestinationRule defines the subset"
+            } else {
+                ""
+            }
+        )));
+    };
+    let hash = cluster
+        .policy
+        .lb
+        .hash_key
+        .as_ref()
+        .map(|k| k.compute(&view, conn.client.ip()));
+    let new_path = rule
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.path(view.path, view.query, m.matched_len));
+    let authority = rule
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.authority.clone())
+        .or_else(|| rule.headers.authority.clone())
+        .or_else(|| target.headers.authority.clone());
+    let timeouts = Timeouts::effective(rule.timeout, rule.retry.per_try_timeout, &parts.headers);
+    let mirrors: Vec<&Mirror> = rule.mirrors.iter().filter(|m| m.sample()).collect();
+
+    let mut flags = ResponseFlags::NONE;
+    if let Some(d) = fault.delay {
+        flags.set(ResponseFlags::DELAY_INJECTED);
+        tokio::time::sleep(d).await;
+    }
+    if let Some(k) = fault.abort {
+        let mut r = local_reply::fault_abort(k);
+        r.flags.set(flags);
+        return respond(r);
+    }
+
+    // The request as the destination sees it.
+    if let Some(p) = new_path {
+        if let Some(orig) = parts
+            .uri
+            .path_and_query()
+            .and_then(|pq| HeaderValue::from_str(pq.as_str()).ok())
+        {
+            parts.headers.insert(ORIGINAL_PATH.clone(), orig);
+        }
+        match p.parse::<Uri>() {
+            Ok(u) => parts.uri = u,
+            Err(_) => {
+                return respond(local_reply::bad_request(&format!(
+                    "the rewritten path {p:?} is not a valid URI"
+                )));
+            }
+        }
+    }
+    prepare(
+        &mut parts,
+        &conn.client_ip,
+        conn.scheme,
+        on_upgrade.is_some(),
+    );
+    if let Some(a) = authority {
+        parts.headers.insert(header::HOST, a);
+    }
+    rule.headers.request.apply(&mut parts.headers, &hctx);
+    target.headers.request.apply(&mut parts.headers, &hctx);
+    if !parts.headers.contains_key(&REQUEST_ID) {
+        parts.headers.insert(REQUEST_ID.clone(), request_id());
+    }
+    if let Some(p) = rq.log.as_mut()
+        && let Some(id) = parts.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
+    {
+        p.set_request_id(id);
+    }
+
+    // A body that may have to go out again is read first (small ones).
+    let method = parts.method.clone();
+    let replay_wanted = needs_replay(&rule.retry, &method) || !mirrors.is_empty();
+    let body = if body.is_end_stream() {
+        UpstreamRequestBody::Empty
+    } else if replay_wanted
+        && content_length(&parts.headers).is_some_and(|n| n <= MAX_BUFFERED_BODY)
+    {
+        match body.collect().await {
+            Ok(c) => UpstreamRequestBody::Buffered(Some(c.to_bytes())),
+            Err(e) => {
+                return respond(local_reply::bad_request(&format!(
+                    "reading the request body failed: {e}"
+                )));
+            }
+        }
+    } else {
+        UpstreamRequestBody::Client(body)
+    };
+    let head = match &body {
+        UpstreamRequestBody::Empty => Some(None),
+        UpstreamRequestBody::Buffered(b) => Some(b.clone()),
+        UpstreamRequestBody::Client(_) => None,
+    }
+    .map(|body| Head {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        body,
+    });
+    if let Some(h) = &head {
+        for m in &mirrors {
+            if let Some(c) = m
+                .destination
+                .cluster
+                .and_then(|i| table.istio.clusters.get(i as usize))
+            {
+                mirror(c.clone(), h);
+            }
+        }
+    }
+    let hash_key = hash.as_ref().and_then(|h| h.key);
+    let set_cookie = hash.and_then(|h| h.set_cookie);
+    let path_for_errors = format!("{} {}", method, parts.uri.path());
+
+    let ctx = Attempts {
+        cluster: &cluster,
+        conn,
+        rule_source: &rule.source,
+        retry: &rule.retry,
+        timeouts,
+        other_host: rule.retry.other_host && hash_key.is_none(),
+        hash_key,
+        method,
+        head,
+        what: path_for_errors,
+    };
+    let mut counters = None;
+    let result = ctx
+        .run(
+            Request::from_parts(parts, body),
+            on_upgrade,
+            rq,
+            &mut flags,
+            &mut counters,
+        )
+        .await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(mut r) => {
+            r.flags.set(flags);
+            respond(r)
+        }
+    };
+    if flags_of(&resp).is_empty() && !flags.is_empty() {
+        // Flags on a response passed through (URX, UO, DI): logs and
+        // metrics only, the client sees the app's response.
+        if let Some(p) = rq.log.as_mut() {
+            p.flags.set(flags);
+        }
+    }
+    if resp.extensions().get::<Generated>().is_none() {
+        let h = resp.headers_mut();
+        response_headers(&rule.headers, Some(target), h, &hctx);
+        if let (Some(c), Some(o)) = (&rule.cors, &cors_origin) {
+            c.add_response_headers(o, h);
+        }
+        if let Some(c) = set_cookie {
+            h.append(header::SET_COOKIE, c);
+        }
+    }
+    if let Some(c) = counters {
+        c.record(
+            resp.status().as_u16(),
+            flags_of(&resp) | flags,
+            rq.start.elapsed(),
+        );
+        rq.recorded = true;
+    }
+    resp
+}
+
+/// The attempt loop of one request to one cluster.
+struct Attempts<'a> {
+    cluster: &'a Arc<Cluster>,
+    conn: &'a ConnInfo,
+    rule_source: &'a str,
+    retry: &'a retry::RetryPolicy,
+    timeouts: Timeouts,
+    other_host: bool,
+    hash_key: Option<u64>,
+    method: Method,
+    /// To send the request again after it went out.
+    head: Option<Head>,
+    /// `METHOD /path` for error bodies.
+    what: String,
+}
+
+impl Attempts<'_> {
+    fn report(&self, ep: &crate::Endpoint, r: OutlierResult) {
+        if let Some(d) = &self.cluster.outlier {
+            d.report(&ep.outlier, r, MonoTime::now());
+        }
+    }
+
+    async fn run(
+        &self,
+        req: Request<UpstreamRequestBody>,
+        mut on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        rq: &mut Rq,
+        flags: &mut ResponseFlags,
+        counters_out: &mut Option<Arc<RequestCounters>>,
+    ) -> Result<Response<ProxyBody>, LocalReply> {
+        let cluster = self.cluster;
+        let cc = &cluster.counters;
+        if let Some(p) = rq.log.as_mut() {
+            p.cluster = Some(cluster.name.clone());
+        }
+        cc.upstream_rq_total.inc();
+        let rq_guard = cluster.breaker.try_request().map_err(|_| {
+            local_reply::overflow(&format!(
+                "cluster {}: {} requests already active (http2MaxRequests {})",
+                cluster.name,
+                cluster.breaker.snapshot().rq_active,
+                cluster.breaker.limits.max_requests
+            ))
+        })?;
+        let total_deadline = self
+            .timeouts
+            .total
+            .map(|t| tokio::time::Instant::from_std(rq.start) + t);
+        let mut req = Some(req);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut retries_done = 0u32;
+        let mut retry_guard: Option<Guard> = None;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if let Some(p) = rq.log.as_mut() {
+                p.attempts = attempt;
+            }
+            let mut r = match req.take() {
+                Some(r) => r,
+                None => match &self.head {
+                    Some(h) => h.request(),
+                    None => unreachable!("retries only when the request can be sent again"),
+                },
+            };
+            r.headers_mut()
+                .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+            let tried_now: &[usize] = if self.other_host { &tried } else { &[] };
+            let (mi, slot, waited) = match cluster.choose(self.hash_key, tried_now, MonoTime::now())
+            {
+                Choice::Endpoint { member, ep } => {
+                    let backend = &cluster.members[member].backend;
+                    // Counted at the activator from arrival when it is in
+                    // the path (the autoscaler's proxy mode).
+                    let slot = if backend.in_proxy_mode() {
+                        backend.enter(rq.start).into_slot(ep)
+                    } else {
+                        Slot::new(ep, backend.clone())
+                    };
+                    (member, slot, false)
+                }
+                Choice::Queue { member } => {
+                    let backend = &cluster.members[member].backend;
+                    *counters_out = Some(cluster.members[member].counters.clone());
+                    let rev_deadline = tokio::time::Instant::from_std(rq.start) + backend.timeout();
+                    let deadline = earliest(total_deadline, rev_deadline);
+                    let entered = backend.enter(Instant::now());
+                    match backend.wait(deadline).await {
+                        Ok(ep) => (member, entered.into_slot(ep), true),
+                        Err(Rejection::TimedOut { .. })
+                            if total_deadline.is_some_and(|t| t <= rev_deadline) =>
+                        {
+                            ClusterCounters::bump(&cc.upstream_rq_timeout);
+                            return Err(local_reply::upstream_timeout(&format!(
+                                "route timeout {:?} of {} expired while revision {} had no free instance",
+                                self.timeouts.total.unwrap_or_default(),
+                                self.rule_source,
+                                backend.revision
+                            )));
+                        }
+                        Err(why) => return Err(rejected(self.rule_source, backend, why)),
+                    }
+                }
+                Choice::NoHealthy => {
+                    ClusterCounters::bump(&cc.upstream_cx_none_healthy);
+                    return Err(local_reply::no_healthy_upstream(&format!(
+                        "cluster {} has no healthy instance (revisions: {}; ejected by outlier detection, leaving, or none selected)",
+                        cluster.name,
+                        cluster.revisions()
+                    )));
+                }
+            };
+            let member = &cluster.members[mi];
+            let backend = &member.backend;
+            *counters_out = Some(member.counters.clone());
+            let ep = slot.endpoint().clone();
+            if let Some(denied) = authorize(
+                backend,
+                RequestView::of(
+                    r.method(),
+                    r.uri(),
+                    r.headers(),
+                    self.conn.scheme,
+                    self.conn.port,
+                ),
+                self.conn,
+            ) {
+                return Err(denied);
+            }
+            if let Some(p) = rq.log.as_mut() {
+                p.upstream_host = Some(ep.addr);
+            }
+            let rev_deadline = tokio::time::Instant::from_std(rq.start) + backend.timeout();
+            let deadline = earliest(total_deadline, rev_deadline);
+            let try_deadline = match self.timeouts.per_try {
+                Some(t) => (tokio::time::Instant::now() + t).min(deadline),
+                None => deadline,
+            };
+            let whole = try_deadline == deadline;
+            let timed_out = |what: &str| {
+                local_reply::upstream_timeout(&format!(
+                    "{} of {} to revision {} ({}) got no response within {}",
+                    self.what, self.rule_source, backend.revision, ep.addr, what
+                ))
+            };
+            let route_timeout = || match self.timeouts.total {
+                Some(t) if total_deadline.is_some_and(|d| d <= rev_deadline) => {
+                    format!("the route timeout {t:?}")
+                }
+                _ => format!(
+                    "the revision's timeoutSeconds {}s",
+                    backend.timeout().as_secs()
+                ),
+            };
+            // HTTP/1.1: the request needs a connection of its own.
+            let conn_guard = if ep.is_h2c() {
+                None
+            } else {
+                match tokio::time::timeout_at(deadline, cluster.breaker.connection()).await {
+                    Ok(Ok(g)) => Some(g),
+                    Ok(Err(_)) => {
+                        let s = cluster.breaker.snapshot();
+                        return Err(local_reply::overflow(&format!(
+                            "cluster {}: {} connection(s) in use (maxConnections {}) and {} request(s) pending (http1MaxPendingRequests {})",
+                            cluster.name,
+                            s.cx_active,
+                            cluster.breaker.limits.max_connections,
+                            s.rq_pending_active,
+                            cluster.breaker.limits.max_pending_requests
+                        )));
+                    }
+                    Err(_) => {
+                        ClusterCounters::bump(&cc.upstream_rq_timeout);
+                        return Err(timed_out(&route_timeout()));
+                    }
+                }
+            };
+            if let Some(down) = on_upgrade.take() {
+                let hold = (rq_guard, conn_guard, retry_guard);
+                let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, hold);
+                return match tokio::time::timeout_at(deadline, sent).await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(SendError::NotSent { reason, .. })) => {
+                        self.report(&ep, OutlierResult::ConnectFailed);
+                        Err(local_reply::connection_failure(false, &reason))
+                    }
+                    Ok(Err(SendError::Failed { reason, .. })) => {
+                        self.report(&ep, OutlierResult::Reset);
+                        Err(local_reply::upstream_reset(false, &reason))
+                    }
+                    Err(_) => Err(timed_out(&route_timeout())),
+                };
+            }
+            let sent_at = Instant::now();
+            let outcome = match tokio::time::timeout_at(
+                try_deadline,
+                ep.send(r, slot, &cluster.opts),
+            )
+            .await
+            {
+                Err(_) => {
+                    self.report(&ep, OutlierResult::Timeout);
+                    if whole {
+                        ClusterCounters::bump(&cc.upstream_rq_timeout);
+                        return Err(timed_out(&route_timeout()));
+                    }
+                    ClusterCounters::bump(&cc.upstream_rq_per_try_timeout);
+                    Attempt::Timeout
+                }
+                Ok(Ok((resp, lease))) => {
+                    self.report(&ep, OutlierResult::Http(resp.status().as_u16()));
+                    if waited {
+                        backend.note_first_byte();
+                    }
+                    if let Some(p) = rq.log.as_mut() {
+                        p.upstream_service_time = Some(sent_at.elapsed());
+                    }
+                    Attempt::Response(resp, lease)
+                }
+                Ok(Err(SendError::NotSent {
+                    request,
+                    reason,
+                    kind,
+                })) => {
+                    if kind == NotSentKind::Connect {
+                        ClusterCounters::bump(&cc.upstream_cx_connect_fail);
+                        self.report(&ep, OutlierResult::ConnectFailed);
+                    }
+                    req = Some(*request);
+                    Attempt::NotSent(kind, reason)
+                }
+                Ok(Err(SendError::Failed { reason, .. })) => {
+                    ClusterCounters::bump(&cc.upstream_rq_rx_reset);
+                    self.report(&ep, OutlierResult::Reset);
+                    Attempt::Reset(reason)
+                }
+            };
+            let decision = {
+                let ao = match &outcome {
+                    Attempt::Response(resp, _) => AttemptOutcome::Response {
+                        status: resp.status(),
+                        headers: resp.headers(),
+                    },
+                    Attempt::NotSent(NotSentKind::Connect, _) => AttemptOutcome::ConnectFailure,
+                    Attempt::NotSent(NotSentKind::Closed, _) => AttemptOutcome::ResetBeforeRequest,
+                    Attempt::Reset(_) => AttemptOutcome::ResetAfterRequest,
+                    Attempt::Timeout => AttemptOutcome::PerTryTimeout,
+                };
+                self.retry.should_retry(&ao, &self.method, retries_done)
+            };
+            let can_resend = req.is_some() || self.head.is_some();
+            let mut exhausted = false;
+            match decision {
+                Ok(()) if can_resend => match cluster.breaker.try_retry() {
+                    Ok(g) => {
+                        drop(outcome);
+                        drop(conn_guard);
+                        retry_guard = Some(g);
+                        retries_done += 1;
+                        ClusterCounters::bump(&cc.upstream_rq_retry);
+                        self.conn.gateway.stats().retry();
+                        if self.other_host {
+                            tried.push(Arc::as_ptr(&ep) as usize);
+                        }
+                        let pause = self.retry.backoff(retries_done);
+                        let until = tokio::time::Instant::now() + pause;
+                        if total_deadline.is_some_and(|d| d <= until) {
+                            if let Some(d) = total_deadline {
+                                tokio::time::sleep_until(d).await;
+                            }
+                            ClusterCounters::bump(&cc.upstream_rq_timeout);
+                            return Err(timed_out(&route_timeout()));
+                        }
+                        tokio::time::sleep_until(until).await;
+                        continue;
+                    }
+                    Err(_) => flags.set(ResponseFlags::UPSTREAM_OVERFLOW),
+                },
+                Err(NoRetry::LimitReached) => {
+                    ClusterCounters::bump(&cc.upstream_rq_retry_limit_exceeded);
+                    flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                    exhausted = true;
+                }
+                _ => {}
+            }
+            let not_retried = match decision {
+                Err(NoRetry::NotIdempotent) => {
+                    "; it may have been processed and is not idempotent, so it was not retried"
+                }
+                Ok(()) => {
+                    "; it could not be sent again (its body was streamed), so it was not retried"
+                }
+                _ => "",
+            };
+            let who = format!(
+                "{} of {} to revision {} ({})",
+                self.what, self.rule_source, backend.revision, ep.addr
+            );
+            return match outcome {
+                Attempt::Response(resp, mut lease) => {
+                    if retries_done > 0 && !resp.status().is_server_error() {
+                        ClusterCounters::bump(&cc.upstream_rq_retry_success);
+                    }
+                    let (mut parts, body) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut parts.headers);
+                    let extras = lease.extras.get_or_insert_with(Box::<Extras>::default);
+                    extras.request = Some(rq_guard);
+                    extras.connection = conn_guard;
+                    extras.retry = retry_guard;
+                    Ok(Response::from_parts(
+                        parts,
+                        ProxyBody::Upstream {
+                            body,
+                            lease: Some(lease),
+                        },
+                    ))
+                }
+                Attempt::Timeout => Err(timed_out("its perTryTimeout")),
+                Attempt::NotSent(NotSentKind::Connect, reason) => Err(
+                    local_reply::connection_failure(exhausted, &format!("{who}: {reason}")),
+                ),
+                Attempt::NotSent(NotSentKind::Closed, reason) => {
+                    let mut r = local_reply::upstream_reset(false, &format!("{who}: {reason}"));
+                    if exhausted {
+                        r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                    }
+                    Err(r)
+                }
+                Attempt::Reset(reason) => Err(local_reply::upstream_reset(
+                    false,
+                    &format!(
+                        "{who}: the instance closed the connection before responding: {reason}{not_retried}"
+                    ),
+                )),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(
+            shadow_host("a.example.com").unwrap(),
+            "a.example.com-shadow"
+        );
+        assert_eq!(
+            shadow_host("a.example.com:8080").unwrap(),
+            "a.example.com-shadow:8080"
+        );
+        let id = request_id();
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36, "{s}");
+        assert_eq!(s.as_bytes()[14], b'4');
+        assert_ne!(request_id(), id);
+        let p = retry::RetryPolicy::istio_default();
+        assert!(
+            !needs_replay(&p, &Method::POST),
+            "the default never repeats a POST the app saw"
+        );
+        let five: skiff_api::istio::virtual_service::HttpRetry =
+            crate::istio::testing::yaml("{attempts: 2, retryOn: 5xx}");
+        let p = retry::RetryPolicy::compile(Some(&five), false).unwrap();
+        assert!(needs_replay(&p, &Method::PUT) && !needs_replay(&p, &Method::POST));
+        let opted_in = retry::RetryPolicy::compile(Some(&five), true).unwrap();
+        assert!(needs_replay(&opted_in, &Method::POST));
+    }
+}
