@@ -321,7 +321,7 @@ pub fn instance_pids(data_dir: &Path) -> Vec<u32> {
 }
 
 /// A simple HTTP response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Resp {
     pub status: u16,
     pub headers: http::HeaderMap,

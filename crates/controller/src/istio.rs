@@ -277,6 +277,10 @@ impl Resolver for Clusters<'_> {
             .iter()
             .find(|v| v.metadata.namespace == namespace && v.metadata.name == name)
     }
+
+    fn split_counter(&mut self, key: &str) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
+        Some(self.states.split_counter(key))
+    }
 }
 
 /// A VirtualService with its short hosts qualified (`reviews` →

@@ -405,7 +405,12 @@ fn encode_clusters(
         ),
     ];
     for (name, help, f) in counters {
-        let full = format!("envoy_cluster_{name}");
+        // OpenMetrics appends `_total` to counters: Envoy's own `_total`
+        // names come out as Envoy spells them.
+        let full = format!(
+            "envoy_cluster_{}",
+            name.strip_suffix("_total").unwrap_or(name)
+        );
         let mut family = encoder.encode_descriptor(&full, help, None, MetricType::Counter)?;
         for c in clusters {
             let labels = [("cluster_name", &*c.name)];

@@ -3,24 +3,34 @@
 //! path picks with one atomic increment and no lock. Over any window of
 //! `sum(weights)` consecutive requests every target gets exactly its weight.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct Split {
     /// Target index per slot; empty when there is exactly one target.
     schedule: Box<[u16]>,
-    next: AtomicUsize,
+    /// Where in the schedule the next request is; may be shared with the
+    /// same split of earlier snapshots, so that rebuilding the table does
+    /// not restart the window.
+    next: Arc<AtomicUsize>,
 }
 
 impl Split {
     /// `weights[i]` is target i's share; zero weights never get picked. At
     /// least one weight must be positive (otherwise target 0 always wins).
     pub fn new(weights: &[u32]) -> Split {
+        Split::with_counter(weights, Arc::default())
+    }
+
+    /// Like [`Split::new`], continuing from `next` (kept across snapshots
+    /// for the same weights).
+    pub fn with_counter(weights: &[u32], next: Arc<AtomicUsize>) -> Split {
         let positive = weights.iter().filter(|w| **w > 0).count();
         if positive <= 1 {
             let only = weights.iter().position(|w| *w > 0).unwrap_or(0) as u16;
             return Split {
                 schedule: vec![only].into_boxed_slice(),
-                next: AtomicUsize::new(0),
+                next,
             };
         }
         let total: i64 = weights.iter().map(|w| *w as i64).sum();
@@ -40,7 +50,7 @@ impl Split {
         }
         Split {
             schedule: schedule.into_boxed_slice(),
-            next: AtomicUsize::new(0),
+            next,
         }
     }
 

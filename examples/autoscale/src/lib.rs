@@ -37,6 +37,10 @@
 //! * `/stats`: `{"pid","revision","in_flight","max_in_flight","requests",
 //!   "processed_resets","startup_ms"}` as JSON. Not counted itself.
 //! * `/healthz`: `200 ok`. Not counted.
+//! * `/echo` with `Connection: upgrade` and `Upgrade: P` (any protocol, e.g.
+//!   `websocket`): `101 Switching Protocols` with `Upgrade: P`, then every
+//!   byte received on the connection is sent back until the client closes.
+//!   Not counted.
 //!
 //! Every response carries `x-instance: <pid>`; every counted one also
 //! carries `x-in-flight: <requests in flight in this process when this one
@@ -335,7 +339,7 @@ pub async fn serve_with_shutdown(
                 let control = Arc::clone(&control);
                 service_fn(move |req| handle(req, Arc::clone(&state), Arc::clone(&control)))
             };
-            let conn = builder.serve_connection(io, service);
+            let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::select! {
                 // Errors are clients going away, or a reset we asked for.
                 _ = watcher.watch(conn) => {}
@@ -553,6 +557,9 @@ async fn handle(
             let json = state.stats_json();
             return Ok(reply(&state, StatusCode::OK, APPLICATION_JSON, json));
         }
+        "/echo" if req.headers().contains_key(hyper::header::UPGRADE) => {
+            return Ok(echo(req, &state));
+        }
         _ => {}
     }
 
@@ -564,6 +571,27 @@ async fn handle(
     );
     drop(in_flight);
     Ok(response)
+}
+
+/// Switch to the protocol asked for and echo the bytes of the upgraded
+/// connection.
+fn echo(mut req: Request<Incoming>, state: &State) -> Response<ReplyBody> {
+    let protocol = req.headers()[hyper::header::UPGRADE].clone();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        let _ = tokio::io::copy(&mut rd, &mut wr).await;
+    });
+    let mut response = reply(state, StatusCode::SWITCHING_PROTOCOLS, TEXT_PLAIN, "");
+    let h = response.headers_mut();
+    h.remove(CONTENT_TYPE);
+    h.insert(hyper::header::UPGRADE, protocol);
+    h.insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    response
 }
 
 /// The counted part of [`handle`].

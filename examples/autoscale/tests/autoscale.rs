@@ -373,6 +373,39 @@ async fn read_response(stream: &mut TcpStream) -> String {
 }
 
 #[tokio::test]
+async fn echo_upgrades_and_sends_bytes_back() {
+    let server = Server::default().await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        b"GET /echo HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .expect("response timed out")
+            .unwrap();
+        assert_ne!(n, 0, "closed before the 101");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    // Upgrades are not counted as requests.
+    assert_eq!(server.stats().await["requests"], 0);
+}
+
+#[tokio::test]
 async fn idle_timeout_closes_idle_keep_alive_connections() {
     let server = Server::start(Config {
         idle_timeout: Some(Duration::from_millis(200)),

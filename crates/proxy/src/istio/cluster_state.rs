@@ -46,6 +46,9 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct ClusterStates {
     map: HashMap<String, Entry>,
+    /// Weighted splits' positions by rule, so a rebuilt snapshot keeps
+    /// exact shares; (counter, used by the snapshot being built).
+    splits: HashMap<String, (Arc<std::sync::atomic::AtomicUsize>, bool)>,
 }
 
 impl ClusterStates {
@@ -78,9 +81,21 @@ impl ClusterStates {
             })
     }
 
-    /// Forget clusters the new snapshot no longer has.
+    /// Where the split `key` continues from.
+    pub fn split_counter(&mut self, key: &str) -> Arc<std::sync::atomic::AtomicUsize> {
+        let e = self
+            .splits
+            .entry(key.to_string())
+            .or_insert_with(|| (Arc::default(), true));
+        e.1 = true;
+        e.0.clone()
+    }
+
+    /// Forget clusters the new snapshot no longer has (and splits it did
+    /// not ask for).
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.map.retain(|k, _| keep(k));
+        self.splits.retain(|_, (_, used)| std::mem::take(used));
     }
 
     /// Every cluster's breaker (for metrics and `proxy-config clusters`).

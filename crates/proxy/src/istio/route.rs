@@ -5,6 +5,8 @@
 //! replies directly, or hands over to a delegate VirtualService.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -265,6 +267,12 @@ pub trait Resolver {
     fn cluster(&mut self, destination: &Destination, namespace: &str) -> Option<u32>;
     /// A delegate VirtualService (`namespace/name`).
     fn delegate(&mut self, namespace: &str, name: &str) -> Option<&VirtualService>;
+    /// Where a weighted split identified by `key` continues from, so that a
+    /// rebuilt snapshot keeps the exact shares of the one before (`None`:
+    /// start afresh).
+    fn split_counter(&mut self, _key: &str) -> Option<Arc<AtomicUsize>> {
+        None
+    }
 }
 
 /// Compile context: which gateway the rules are compiled for (matches that
@@ -436,8 +444,26 @@ fn compile_rule(
                 headers: HeaderRules::compile(d.headers.as_ref())?,
             });
         }
+        let key = format!(
+            "{ns}/{}|{}",
+            vs.metadata.name,
+            targets
+                .iter()
+                .map(|t| format!(
+                    "{}/{}:{}",
+                    t.destination.host,
+                    t.destination.subset.as_deref().unwrap_or(""),
+                    t.weight
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let split = match resolver.split_counter(&key) {
+            Some(c) => Split::with_counter(&normalized, c),
+            None => Split::new(&normalized),
+        };
         Action::Route(RouteTargets {
-            split: Split::new(&normalized),
+            split,
             targets: targets.into_boxed_slice(),
         })
     };
