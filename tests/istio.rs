@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
-use support::{Resp, Skiff, manifests};
+use support::{Resp, Skiff, manifests, wait_for_zero};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ----------------------------------------------------------------- helpers
@@ -298,7 +298,9 @@ spec:
 async fn rules_match_in_order_on_a_gateway_listener() {
     let skiff = Skiff::start();
     skiff.apply(&manifests::autoscale("m", &[], &[]));
+    skiff.apply(&manifests::autoscale("shadow", &[], &[]));
     skiff.wait_ready("ksvc", "m");
+    skiff.wait_ready("ksvc", "shadow");
     let port = free_port();
     let rule = |name: &str, m: &str| {
         format!(
@@ -340,6 +342,12 @@ spec:
     match: [{uri: {exact: /static}}]
     rewrite: {uri: /headers}
     route: [{destination: {host: m}}]
+  - name: mirrored
+    match: [{uri: {exact: /mirror}}]
+    headers: {response: {set: {x-rule: mirrored}}}
+    route: [{destination: {host: m}}]
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 100}
 ";
     skiff.apply(&vs);
     let base = format!("http://127.0.0.1:{port}");
@@ -413,6 +421,25 @@ spec:
         seen["x-request-id"].as_str().is_some_and(|s| s.len() == 36),
         "{seen}"
     );
+    // Mirrors: the copy reaches the shadow service; the client gets m's answer.
+    let shadow0 = app_count(&skiff, "shadow", "requests").await;
+    for _ in 0..3 {
+        let r = must(
+            &client,
+            "GET",
+            &format!("{base}/mirror"),
+            "shop.example.com",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.headers["x-rule"], "mirrored");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app_count(&skiff, "shadow", "requests").await - shadow0 < 3 {
+        assert!(Instant::now() < deadline, "the mirror copies never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A host the gateway server admits but no VirtualService claims.
     let r = must(
         &client,
@@ -673,6 +700,10 @@ metadata: {name: flaky}
 spec:
   hosts: [flaky]
   http:
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 300ms
+    retries: {attempts: 2, retryOn: '5xx,reset'}
+    route: [{destination: {host: flaky}}]
   - retries: {attempts: 2, retryOn: '5xx,reset'}
     route: [{destination: {host: flaky}}]
 ---
@@ -778,6 +809,31 @@ spec:
     assert_eq!(r.status, 503);
     assert_eq!(app_count(&skiff, "optin", "requests").await - q0, 3);
 
+    // The route timeout: 504 UT, never retried (even with retryOn 5xx).
+    let q0 = app_count(&skiff, "flaky", "requests").await;
+    let r = must(
+        &client,
+        "GET",
+        &skiff.local_url("/slow?sleep=5s&id=slow"),
+        &mesh("flaky"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(r.headers["x-skiff-flags"], "UT");
+    assert!(r.body.starts_with("upstream request timeout"), "{r:?}");
+    assert_eq!(app_count(&skiff, "flaky", "requests").await - q0, 1);
+    // A client may ask for a longer one (Envoy's header).
+    let r = must(
+        &client,
+        "GET",
+        &skiff.local_url("/slow?sleep=400ms"),
+        &mesh("flaky"),
+        &[("x-envoy-upstream-rq-timeout-ms", "30000")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+
     // Every retry shows in the access log.
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<Value> = text
@@ -800,6 +856,7 @@ spec:
         ("get-503", 3, "URX"),
         ("post-503", 1, ""),
         ("optin", 3, "URX"),
+        ("slow", 1, "UT"),
     ] {
         let l = line(id);
         assert_eq!(l["upstream_request_attempt_count"], attempts, "{id}: {l}");
@@ -808,7 +865,11 @@ spec:
             flags,
             "{id}: {l}"
         );
-        assert_eq!(l["response_code"], 503, "{id}: {l}");
+        assert_eq!(
+            l["response_code"],
+            if id == "slow" { 504 } else { 503 },
+            "{id}: {l}"
+        );
         assert!(
             l["upstream_cluster"]
                 .as_str()
@@ -1454,4 +1515,92 @@ spec:
     }
     echo(skiff.gateway, &ext("ws")).await;
     echo(skiff.local_gateway, &mesh("ws")).await;
+}
+
+/// A revision behind a VirtualService is still Knative's: at zero a request
+/// waits for the cold start (and wakes the autoscaler), containerConcurrency
+/// holds for every request the cluster sends, and a revision that cannot
+/// start fails its requests at once with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn knative_guarantees_hold_through_a_virtual_service() {
+    let skiff = Skiff::start();
+    let flag = skiff.data_dir().join("broken");
+    let script = format!(
+        "if [ -e {f} ]; then echo 'cannot reach the database' >&2; exit 3; fi; exec {bin} example autoscale",
+        f = flag.display(),
+        bin = support::skiff_bin().display()
+    );
+    skiff.apply(&manifests::service(
+        "cold",
+        Some(1),
+        &[("window", "6s"), ("max-scale", "10")],
+        &[],
+        Some(&["sh", "-c", &script]),
+    ));
+    skiff.wait_ready("ksvc", "cold");
+    skiff.apply(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cold}
+spec:
+  hosts: [cold]
+  http:
+  - route: [{destination: {host: cold}}]
+",
+    );
+    until_vs(&skiff, &mesh("cold")).await;
+    wait_for_zero(&skiff, "cold-00001");
+
+    // A burst from zero through the VirtualService.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let url = skiff.local_url("/?sleep=300ms");
+        clients.push(tokio::spawn(async move {
+            let client = support::client();
+            let mut levels = Vec::new();
+            for _ in 0..2 {
+                let r = must(&client, "GET", &url, &mesh("cold"), &[]).await;
+                assert_eq!(r.status, 200, "{r:?}");
+                levels.push(r.headers["x-in-flight"].to_str().unwrap().to_string());
+            }
+            levels
+        }));
+    }
+    for c in clients {
+        for level in c.await.unwrap() {
+            assert_eq!(
+                level, "1",
+                "containerConcurrency 1 holds through the cluster"
+            );
+        }
+    }
+    let m = scrape(&skiff).await;
+    assert!(
+        metric(
+            &m,
+            "skiff_activator_queued_requests",
+            &[("revision", "default/cold-00001")]
+        ) >= 1.0,
+        "requests waited in the activator: {m}"
+    );
+
+    // The revision cannot start any more: requests fail fast, with why.
+    wait_for_zero(&skiff, "cold-00001");
+    std::fs::write(&flag, "").unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        must(
+            &support::client(),
+            "GET",
+            &skiff.local_url("/"),
+            &mesh("cold"),
+            &[],
+        ),
+    )
+    .await
+    .expect("an answer, not a hang");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.headers["x-skiff-flags"], "UH");
+    assert!(r.body.contains("cannot become ready"), "{r:?}");
+    assert!(r.body.contains("cannot reach the database"), "{r:?}");
 }

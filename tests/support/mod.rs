@@ -266,6 +266,18 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process
     }
 }
 
+/// Wait until the revision runs no instance at all.
+pub fn wait_for_zero(skiff: &Skiff, rev: &str) {
+    skiff.wait_for("revision", rev, Duration::from_secs(120), |o| {
+        o["status"]["actualReplicas"] == 0 && o["status"]["desiredReplicas"] == 0
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !instance_pids(skiff.data_dir()).is_empty() {
+        assert!(Instant::now() < deadline, "instances still running at zero");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -461,6 +473,49 @@ spec:
             - name: X_UNUSED
               value: \"1\"
 {env_yaml}"
+        )
+    }
+
+    /// A Service running the autoscale test app (or `command`), with
+    /// `containerConcurrency` and autoscaling annotations.
+    pub fn service(
+        name: &str,
+        cc: Option<u32>,
+        annotations: &[(&str, &str)],
+        env: &[(&str, &str)],
+        command: Option<&[&str]>,
+    ) -> String {
+        let mut ann = String::new();
+        for (k, v) in annotations {
+            ann.push_str(&format!("        autoscaling.knative.dev/{k}: \"{v}\"\n"));
+        }
+        let mut env_yaml =
+            String::from("          env:\n            - {name: X_UNUSED, value: \"1\"}\n");
+        for (k, v) in env {
+            env_yaml.push_str(&format!("            - {{name: {k}, value: \"{v}\"}}\n"));
+        }
+        let cmd = command
+            .map(|c| {
+                let parts: Vec<String> = c.iter().map(|p| format!("{p:?}")).collect();
+                format!("          command: [{}]\n", parts.join(", "))
+            })
+            .unwrap_or_default();
+        let cc = cc
+            .map(|c| format!("      containerConcurrency: {c}\n"))
+            .unwrap_or_default();
+        format!(
+            "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  template:
+    metadata:
+      annotations:
+{ann}    spec:
+{cc}      containers:
+        - image: gcr.io/knative-samples/autoscale-go
+{cmd}{env_yaml}"
         )
     }
 
