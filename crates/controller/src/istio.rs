@@ -450,11 +450,14 @@ pub fn build(
             }
             let mut index = HostIndex::default();
             for host in order {
-                let HostBinding {
+                let Some(HostBinding {
                     vss: mut entries,
                     require_tls,
                     gateway: gw,
-                } = hosts.remove(&host).expect("listed");
+                }) = hosts.remove(&host)
+                else {
+                    continue;
+                };
                 entries.sort_by_key(|(i, _)| *i);
                 let mut routes = HttpRoutes::default();
                 for (i, gateway) in &entries {

@@ -85,6 +85,9 @@ pub struct Controller<S: Store, R: Runtime> {
     listeners_dirty: bool,
     /// Problems already logged (a rebuild happens on every runtime change).
     logged: std::collections::HashSet<String>,
+    /// The Istio objects and Secrets as last listed: rebuilds on runtime
+    /// changes reuse them; an event of their kinds (or a resync) drops them.
+    istio_cache: Option<IstioObjects>,
 }
 
 /// Istio kinds (and Secrets) that shape the routing snapshot.
@@ -129,6 +132,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             listeners: None,
             listeners_dirty: true,
             logged: Default::default(),
+            istio_cache: None,
         }
     }
 
@@ -242,6 +246,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
 
     async fn enqueue_all(&mut self) {
         self.reload_config().await;
+        self.istio_cache = None;
         if let Err(e) = events::prune(&self.store).await {
             tracing::warn!("cannot prune old events: {e}");
         }
@@ -296,6 +301,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             // Istio objects and Secrets have no reconciler: they shape the
             // routing snapshot (and, Gateways and Secrets, the listeners).
             self.routing_dirty = true;
+            self.istio_cache = None;
             if std::ptr::eq(key.kind, &skiff_api::istio::GATEWAY) || std::ptr::eq(key.kind, &SECRET)
             {
                 self.listeners_dirty = true;
@@ -384,12 +390,15 @@ impl<S: Store, R: Runtime> Controller<S, R> {
                 return;
             }
         };
-        let istio = match self.istio_objects().await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!("cannot list Istio objects: {e}");
-                return;
-            }
+        let istio = match self.istio_cache.take() {
+            Some(o) => o,
+            None => match self.istio_objects().await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!("cannot list Istio objects: {e}");
+                    return;
+                }
+            },
         };
         let config = self.config.current();
         let mut problems = Vec::new();
@@ -449,6 +458,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             tracing::warn!("routing: {p}");
         }
         self.logged = now;
+        self.istio_cache = Some(istio);
         self.routing_dirty = false;
     }
 

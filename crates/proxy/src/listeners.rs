@@ -85,15 +85,20 @@ pub struct ListenerInfo {
     pub keepalive_idle: Option<Duration>,
     pub tls: bool,
     pub gateway_port: Option<u16>,
+    /// Computed once: read for every request.
+    redirect_all: bool,
 }
 
 impl ListenerInfo {
     /// Plain HTTP port whose servers all redirect to https.
+    #[inline]
     pub fn https_redirect(&self) -> bool {
-        !self.tls
-            && !self.servers.is_empty()
-            && self.servers.iter().all(BoundServer::https_redirect)
+        self.redirect_all
     }
+}
+
+fn redirects_all(tls: bool, servers: &[BoundServer]) -> bool {
+    !tls && !servers.is_empty() && servers.iter().all(BoundServer::https_redirect)
 }
 
 /// One accepted connection, ready for HTTP.
@@ -286,14 +291,16 @@ impl ListenerManager {
                     if let (Some(acceptor), Some(cfg)) = (&r.tls, spec.tls) {
                         acceptor.update(cfg);
                     }
+                    let tls = r.tls.is_some();
                     r.info.store(Arc::new(ListenerInfo {
                         addr,
                         bound,
+                        redirect_all: redirects_all(tls, &spec.servers),
                         servers: spec.servers,
                         scope: spec.scope,
                         proxy_protocol: spec.proxy_protocol,
                         keepalive_idle: spec.keepalive_idle,
-                        tls: r.tls.is_some(),
+                        tls,
                         gateway_port: spec.gateway_port,
                     }));
                     report.updated.push(addr);
@@ -335,6 +342,7 @@ impl ListenerManager {
                 spec.addr
             },
             bound,
+            redirect_all: redirects_all(tls.is_some(), &spec.servers),
             servers: spec.servers,
             scope: spec.scope,
             proxy_protocol: spec.proxy_protocol,

@@ -519,12 +519,12 @@ impl Attempts<'_> {
             if let Some(p) = rq.log.as_mut() {
                 p.attempts = attempt;
             }
-            let mut r = match req.take() {
-                Some(r) => r,
-                None => match &self.head {
-                    Some(h) => h.request(),
-                    None => unreachable!("retries only when the request can be sent again"),
-                },
+            // Retries only happen when the request can be sent again.
+            let Some(mut r) = req.take().or_else(|| self.head.as_ref().map(Head::request)) else {
+                return Err(local_reply::upstream_reset(
+                    false,
+                    "the request could not be sent again",
+                ));
             };
             r.headers_mut()
                 .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
