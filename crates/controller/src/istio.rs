@@ -532,3 +532,150 @@ pub fn build(
         problems,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway_listeners::{ListenerPlan, layout};
+    use skiff_proxy::istio::request::RequestView;
+    use skiff_proxy::istio::route::Action;
+
+    fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> T {
+        let v: serde_json::Value = serde_saphyr::from_str(s).unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn revision(name: &str, version: &str) -> Revision {
+        yaml(&format!(
+            "metadata: {{name: {name}, namespace: default, labels: {{serving.knative.dev/configuration: ab, serving.knative.dev/service: ab, version: {version}}}}}"
+        ))
+    }
+
+    struct Fixture {
+        routes: Vec<Route>,
+        revisions: Vec<Revision>,
+        vss: Vec<VirtualService>,
+        drs: Vec<DestinationRule>,
+        aps: Vec<AuthorizationPolicy>,
+        config: ClusterConfig,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                routes: vec![yaml(
+                    "metadata: {name: ab, namespace: default}
+spec: {traffic: [{configurationName: ab, percent: 100}]}
+status: {traffic: [{revisionName: ab-00001, percent: 100}]}",
+                )],
+                revisions: vec![revision("ab-00001", "v1"), revision("ab-00002", "v2")],
+                vss: vec![yaml(
+                    "metadata: {name: ab, namespace: default}
+spec:
+  hosts: [ab]
+  http:
+  - match: [{headers: {user-type: {exact: premium}}}]
+    route: [{destination: {host: ab, subset: v2}}]
+  - match: [{uri: {prefix: /nowhere}}]
+    route: [{destination: {host: ab, subset: v9}}]
+  - route: [{destination: {host: ab}}]",
+                )],
+                drs: vec![yaml(
+                    "metadata: {name: ab, namespace: default}
+spec:
+  host: ab.default.svc.cluster.local
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 3}}}
+  subsets:
+  - {name: v2, labels: {version: v2}}",
+                )],
+                aps: vec![yaml(
+                    "metadata: {name: deny, namespace: default}
+spec:
+  selector: {matchLabels: {version: v2}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]",
+                )],
+                config: ClusterConfig::default(),
+            }
+        }
+
+        fn inputs(&self) -> Inputs<'_> {
+            Inputs {
+                routes: &self.routes,
+                revisions: &self.revisions,
+                gateways: &[],
+                virtual_services: &self.vss,
+                destination_rules: &self.drs,
+                authorization_policies: &self.aps,
+                config: &self.config,
+            }
+        }
+    }
+
+    #[test]
+    fn mesh_virtual_services_resolve_to_knative_revisions() {
+        let f = Fixture::new();
+        let plan = ListenerPlan::defaults(
+            "127.0.0.1:8080".parse().unwrap(),
+            "127.0.0.1:8081".parse().unwrap(),
+        );
+        let (layouts, _) = layout(&plan, &[]);
+        let backends = Backends::default();
+        let mut states = ClusterStates::default();
+        let metrics = RequestMetrics::default();
+        let built = build(&f.inputs(), &layouts, &backends, &mut states, &metrics);
+        assert!(built.problems.is_empty(), "{:?}", built.problems);
+        // Only the cluster-local listener (the mesh) has the host, under its
+        // short names too.
+        assert!(built.istio.listener(plan.external).is_none());
+        let local = built.istio.listener(plan.local).expect("mesh routes");
+        for h in [
+            "ab.default.svc.cluster.local",
+            "ab.default.svc",
+            "ab.default",
+        ] {
+            assert!(local.hosts.lookup(h).is_some(), "{h}");
+        }
+        // Subset v2 selects the revision Knative gives 0 %; the plain
+        // destination is Knative's split; an undefined subset is no cluster.
+        let names: Vec<&str> = built.istio.clusters.iter().map(|c| &*c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "outbound||v2|ab.default.svc.cluster.local",
+                "outbound|||ab.default.svc.cluster.local"
+            ]
+        );
+        let v2 = &built.istio.clusters[0];
+        assert_eq!(v2.revisions(), "default/ab-00002");
+        assert_eq!(v2.breaker.limits.max_connections, 3);
+        assert_eq!(built.istio.clusters[1].revisions(), "default/ab-00001");
+        assert!(
+            built
+                .routed
+                .contains(&RevisionKey::new("default", "ab-00002"))
+        );
+        let vh = local.hosts.lookup("ab.default").unwrap();
+        let parts = http::Request::get("/nowhere")
+            .header("host", "ab.default")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let m = vh
+            .routes
+            .find(&RequestView::new(&parts, "http", 80))
+            .unwrap();
+        let Action::Route(t) = &m.rule.action else {
+            panic!("a route")
+        };
+        assert_eq!(t.pick().destination.cluster, None, "503 NC");
+        // The workload's policies land on its backend.
+        authorize_revisions(&f.inputs(), &backends, &mut Vec::new());
+        assert!(backends.get("default/ab-00002").authorizer().is_some());
+        assert!(backends.get("default/ab-00001").authorizer().is_none());
+        // A rebuild keeps the cluster's breaker (same limits).
+        let again = build(&f.inputs(), &layouts, &backends, &mut states, &metrics);
+        assert!(Arc::ptr_eq(&again.istio.clusters[0].breaker, &v2.breaker));
+    }
+}
