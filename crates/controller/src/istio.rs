@@ -208,9 +208,12 @@ impl Clusters<'_> {
         let policy = match ClusterPolicy::for_destination(dr, subset_name, port) {
             Ok(p) => p,
             Err(e) => {
-                self.problems.push(format!(
-                    "cluster {name}: DestinationRule policy not applied: {e}"
-                ));
+                if let Some(dr) = dr {
+                    self.problems.push(format!(
+                        "DestinationRule {}/{}: policy not applied to cluster {name}: {e}",
+                        dr.metadata.namespace, dr.metadata.name
+                    ));
+                }
                 ClusterPolicy::default()
             }
         };

@@ -456,10 +456,78 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         let now: std::collections::HashSet<String> = problems.into_iter().collect();
         for p in now.difference(&self.logged) {
             tracing::warn!("routing: {p}");
+            self.report(&istio, p).await;
         }
         self.logged = now;
         self.istio_cache = Some(istio);
         self.routing_dirty = false;
+    }
+
+    /// A Warning event on the object a routing problem is about (named by
+    /// its message's prefix), so `skiff get events` shows it.
+    async fn report(&self, istio: &IstioObjects, problem: &str) {
+        let find = |prefix: &str| -> Option<(String, String)> {
+            let rest = problem.strip_prefix(prefix)?;
+            let id = rest.split([':', ' ']).next()?;
+            let (ns, name) = id.split_once('/')?;
+            Some((ns.to_string(), name.to_string()))
+        };
+        let is = |m: &skiff_api::meta::ObjectMeta, (ns, name): &(String, String)| {
+            m.namespace == *ns && m.name == *name
+        };
+        const REASON: &str = "ConfigurationNotServed";
+        let result = if let Some(id) = find("gateway ") {
+            match istio.gateways.iter().find(|g| is(&g.metadata, &id)) {
+                Some(g) => {
+                    events::record(&self.store, g, events::WARNING, REASON, problem.to_string())
+                        .await
+                }
+                None => Ok(()),
+            }
+        } else if let Some(id) = find("VirtualService ") {
+            match istio.virtual_services.iter().find(|v| is(&v.metadata, &id)) {
+                Some(v) => {
+                    events::record(&self.store, v, events::WARNING, REASON, problem.to_string())
+                        .await
+                }
+                None => Ok(()),
+            }
+        } else if let Some(id) = find("DestinationRule ") {
+            match istio
+                .destination_rules
+                .iter()
+                .find(|d| is(&d.metadata, &id))
+            {
+                Some(d) => {
+                    events::record(&self.store, d, events::WARNING, REASON, problem.to_string())
+                        .await
+                }
+                None => Ok(()),
+            }
+        } else if let Some(rest) = problem.strip_prefix("ns[") {
+            // Authorization: `ns[NS]-policy[NAME]...`.
+            let ns = rest.split(']').next().unwrap_or("");
+            let name = rest
+                .split_once("-policy[")
+                .and_then(|(_, r)| r.split(']').next())
+                .unwrap_or("");
+            match istio
+                .authorization_policies
+                .iter()
+                .find(|a| a.metadata.namespace == ns && a.metadata.name == name)
+            {
+                Some(a) => {
+                    events::record(&self.store, a, events::WARNING, REASON, problem.to_string())
+                        .await
+                }
+                None => Ok(()),
+            }
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::debug!("cannot record an event: {e}");
+        }
     }
 
     async fn istio_objects(&self) -> Result<IstioObjects, skiff_store::StoreError> {
