@@ -405,15 +405,22 @@ spec:
         }
     }
     // The rewrite: the app sees /headers, and where the request came from.
+    // (A gateway drops router-steering headers from external clients: a
+    // 1 ms timeout asked for here is neither applied nor forwarded.)
     let r = must(
         &client,
         "GET",
         &format!("{base}/static"),
         "shop.example.com",
-        &[],
+        &[("x-envoy-upstream-rq-timeout-ms", "1")],
     )
     .await;
+    assert_eq!(r.status, 200, "{r:?}");
     let seen: Value = serde_json::from_str(&r.body).unwrap();
+    assert!(
+        seen.get("x-envoy-upstream-rq-timeout-ms").is_none(),
+        "{seen}"
+    );
     assert_eq!(seen[":path"], "/headers");
     assert_eq!(seen["x-envoy-original-path"], "/static");
     assert_eq!(seen["x-envoy-attempt-count"], "1");

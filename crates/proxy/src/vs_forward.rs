@@ -56,6 +56,17 @@ pub const MAX_BUFFERED_BODY: u64 = 1 << 20;
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 
 static ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+/// Request headers that steer Envoy's router; an edge proxy drops them from
+/// external clients (Envoy's header sanitizing), so a client cannot, say,
+/// give itself a longer timeout at the ingress gateway.
+const ROUTER_CONTROL_HEADERS: [&str; 6] = [
+    retry::RQ_TIMEOUT_HEADER,
+    retry::PER_TRY_TIMEOUT_HEADER,
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-expected-rq-timeout-ms",
+];
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ATTEMPT_COUNT: HeaderName = HeaderName::from_static(ATTEMPT_COUNT_HEADER);
 
@@ -206,6 +217,13 @@ pub(crate) async fn forward(
     let on_upgrade =
         upgrade::wanted(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    // Only the mesh (the cluster-local listener, internal callers) may steer
+    // the router with x-envoy-* headers; gateways sanitize them.
+    if !conn.listener.scope.local {
+        for h in ROUTER_CONTROL_HEADERS {
+            parts.headers.remove(h);
+        }
+    }
     let hctx = HeaderContext {
         downstream_remote: Some(conn.client),
         downstream_local: Some(conn.local),
