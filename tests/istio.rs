@@ -685,7 +685,8 @@ spec:
 /// Retries: a POST the app processed before resetting is not retried
 /// (server-side count equals the client's single attempt); a GET is retried
 /// as `retryOn: 5xx,reset` says; a VirtualService may opt non-idempotent
-/// requests in. The JSON access log shows each request's attempts.
+/// requests in; the route timeout is never retried. The JSON access log,
+/// filtered to errors, shows each request's attempts.
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_never_repeat_what_the_app_processed_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
@@ -695,6 +696,8 @@ async fn retries_never_repeat_what_the_app_processed_unless_allowed() {
         log.to_str().unwrap(),
         "--access-log-encoding",
         "JSON",
+        "--access-log-filter",
+        "response.code >= 400",
     ]);
     skiff.apply(&manifests::autoscale("flaky", &[], &[]));
     skiff.apply(&manifests::autoscale("optin", &[], &[]));
@@ -847,6 +850,14 @@ spec:
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The filter kept the errors only (the successful requests are not there).
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["response_code"].as_u64() >= Some(400)),
+        "{text}"
+    );
     let line = |id: &str| {
         lines
             .iter()
