@@ -1381,7 +1381,11 @@ spec:
         let r = must(&client, method, &skiff.url(path), &ext(svc), headers).await;
         assert_eq!(r.status, *want, "{svc} {method} {path} {headers:?}: {r:?}");
         if *want == 403 {
-            assert_eq!(r.body, "RBAC: access denied");
+            assert!(r.body.starts_with("RBAC: access denied\n"), "{r:?}");
+            assert!(
+                r.body.contains("AuthorizationPolicy"),
+                "which policy: {r:?}"
+            );
         }
     }
     // From the mesh (the cluster-local listener: no gateway workload) the

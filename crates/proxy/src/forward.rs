@@ -79,7 +79,10 @@ pub(crate) fn authorize(
     let decision = a.evaluate(&conn.authz_request(req));
     match decision {
         Decision::Allow => None,
-        d => local_reply::denied(&d),
+        d => local_reply::denied(
+            &d,
+            &format!("the workload of revision {}", backend.revision),
+        ),
     }
 }
 

@@ -102,7 +102,11 @@ mod tests {
             "empty body"
         );
         assert_eq!(r.headers()[FLAGS_HEADER], "NR");
-        let d = local_reply::denied(&crate::istio::authz::Decision::Deny("none".into())).unwrap();
+        let d = local_reply::denied(
+            &crate::istio::authz::Decision::Deny("none".into()),
+            "gateway",
+        )
+        .unwrap();
         assert_eq!(respond(d).headers()[FLAGS_HEADER], "-");
         let r = respond(retry_after(local_reply::no_healthy_upstream("x"), 5));
         assert_eq!(r.headers()[header::RETRY_AFTER], "5");

@@ -275,7 +275,9 @@ impl Gateway {
             let (parts, body) = req.into_parts();
             let d =
                 a.evaluate(&conn.authz_request(RequestView::new(&parts, conn.scheme, conn.port)));
-            if let (Decision::Deny(_), Some(r)) = (&d, local_reply::denied(&d)) {
+            if let (Decision::Deny(_), Some(r)) =
+                (&d, local_reply::denied(&d, "the ingress gateway"))
+            {
                 return respond(r);
             }
             return forward::forward(&route, Request::from_parts(parts, body), conn, rq).await;

@@ -239,7 +239,10 @@ pub(crate) async fn forward(
         );
     }
     if let Some(a) = vh.authz.as_ref().filter(|a| !a.is_empty())
-        && let Some(r) = local_reply::denied(&a.evaluate(&conn.authz_request(view)))
+        && let Some(r) = local_reply::denied(
+            &a.evaluate(&conn.authz_request(view)),
+            "the ingress gateway",
+        )
     {
         return respond(r);
     }

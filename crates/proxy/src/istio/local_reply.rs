@@ -214,15 +214,23 @@ pub fn cors_preflight(headers: &http::HeaderMap) -> LocalReply {
     r
 }
 
-/// Authorization denied: 403, no flag, Envoy's body.
-pub fn denied(decision: &Decision) -> Option<LocalReply> {
+/// Authorization denied: 403, no flag, Envoy's body; `hop` (the gateway,
+/// or the workload) is named on Skiff's line with the policy that denied.
+pub fn denied(decision: &Decision, hop: &str) -> Option<LocalReply> {
     let details = decision.details()?;
+    let why = match decision {
+        Decision::Deny(id) if id == "none" => {
+            format!("{hop}: no ALLOW AuthorizationPolicy matched the request")
+        }
+        Decision::Deny(id) => format!("{hop}: denied by AuthorizationPolicy {id}"),
+        Decision::Allow => String::new(),
+    };
     Some(LocalReply::new(
         StatusCode::FORBIDDEN,
         ResponseFlags::NONE,
         &details,
         DENIED_BODY,
-        "",
+        &why,
     ))
 }
 
@@ -276,13 +284,14 @@ mod tests {
             (g.status.as_u16(), g.headers[1].1.to_str().unwrap()),
             (200, "14")
         );
-        let d = denied(&Decision::Deny("none".into())).unwrap();
+        let d = denied(&Decision::Deny("none".into()), "revision default/a-00001").unwrap();
+        assert_eq!(d.status.as_u16(), 403);
         assert_eq!(
-            (d.status.as_u16(), d.body.as_str()),
-            (403, "RBAC: access denied")
+            d.body,
+            "RBAC: access denied\nskiff gateway: revision default/a-00001: no ALLOW AuthorizationPolicy matched the request\n"
         );
         assert_eq!(d.details, "rbac_access_denied_matched_policy[none]");
-        assert!(denied(&Decision::Allow).is_none());
+        assert!(denied(&Decision::Allow, "x").is_none());
         assert_eq!(
             redirect(StatusCode::MOVED_PERMANENTLY, "https://a/")
                 .unwrap()
