@@ -965,3 +965,58 @@ async fn kn_style_verbs_create_update_split_tag_and_delete() {
     );
     wait_status(&skiff.url("/"), HELLO_HOST, 404).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_duration_moves_traffic_to_a_new_revision_in_steps() {
+    let skiff = Skiff::start();
+    let with_rollout = |target: &str| {
+        HELLO
+            .replace(
+                "  name: hello\n",
+                "  name: hello\n  annotations:\n    serving.knative.dev/rollout-duration: \"8s\"\n",
+            )
+            .replace("value: \"World\"", &format!("value: \"{target}\""))
+    };
+    skiff.apply(&with_rollout("One"));
+    skiff.wait_ready("ksvc", "hello");
+    wait_body(&skiff.url("/"), HELLO_HOST, "Hello One!\n").await;
+
+    skiff.apply(&with_rollout("Two"));
+    // Mid-rollout the Route shows both revisions, the new one below 100 %,
+    // with IngressReady Unknown/RolloutInProgress, and the gateway serves
+    // both.
+    let (mut saw_split, mut old_seen, mut new_seen) = (false, false, false);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let route = skiff.get("route", "hello").unwrap();
+        let traffic = traffic_of(&route);
+        let rolling = condition(&route, "IngressReady").1 == "RolloutInProgress";
+        if rolling && traffic.len() == 2 {
+            assert_eq!(traffic[0].0, "hello-00001");
+            assert_eq!(traffic[1].0, "hello-00002");
+            assert_eq!(traffic[0].1 + traffic[1].1, 100, "{traffic:?}");
+            assert!(traffic[1].1 > 0 && traffic[1].1 < 100, "{traffic:?}");
+            saw_split = true;
+            let seen = bodies(&skiff.url("/"), HELLO_HOST, 40, 4).await;
+            old_seen |= seen.contains_key("Hello One!\n");
+            new_seen |= seen.contains_key("Hello Two!\n");
+        }
+        if !rolling && traffic.len() == 1 && traffic[0].0 == "hello-00002" {
+            assert_eq!(traffic[0].1, 100);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollout did not finish: {route}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_split, "the route showed an intermediate split");
+    assert!(
+        old_seen && new_seen,
+        "both revisions served during the rollout"
+    );
+    let seen = bodies(&skiff.url("/"), HELLO_HOST, 50, 5).await;
+    assert_eq!(seen.get("Hello Two!\n"), Some(&50), "{seen:?}");
+    skiff.wait_ready("ksvc", "hello");
+}

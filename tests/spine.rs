@@ -73,6 +73,13 @@ async fn knative_sample_yaml_runs_and_answers_through_the_gateway() {
             "True"
         ]
     );
+    // -o wide adds the instances (ready, desired) of the service's revisions.
+    let wide =
+        String::from_utf8_lossy(&skiff.cli(&["get", "ksvc", "-o", "wide"]).stdout).into_owned();
+    let mut wide = wide.lines();
+    assert!(wide.next().unwrap().ends_with("REASON   ACTUAL   DESIRED"));
+    let cells: Vec<_> = wide.next().unwrap().split_whitespace().collect();
+    assert_eq!(&cells[cells.len() - 2..], ["1", "1"]);
     let revs = String::from_utf8_lossy(&skiff.cli(&["get", "revisions"]).stdout).into_owned();
     assert!(revs.starts_with("NAME          CONFIG NAME   GENERATION   READY   REASON   ACTUAL REPLICAS   DESIRED REPLICAS"), "{revs}");
     assert!(

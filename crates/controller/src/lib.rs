@@ -21,6 +21,7 @@ pub mod labeler;
 pub mod network;
 mod queue;
 mod reconcile;
+pub mod rollout;
 mod routing;
 pub mod traffic;
 
@@ -69,6 +70,7 @@ pub struct Controller<S: Store, R: Runtime> {
     table_version: u64,
     runtime_state: Arc<RuntimeState>,
     derived: Mutex<std::collections::HashMap<ObjectKey, String>>,
+    requeue: Mutex<Vec<(ObjectKey, Duration)>>,
     autoscaling: Autoscaling,
     /// Revisions whose scaling status changed (from the autoscaling loop).
     scale_status: mpsc::UnboundedReceiver<RevisionKey>,
@@ -125,6 +127,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             table_version: 0,
             runtime_state: Arc::new(RuntimeState::default()),
             derived: Mutex::new(Default::default()),
+            requeue: Mutex::new(Vec::new()),
             autoscaling,
             scale_status,
             autoscaler_config,
@@ -361,6 +364,7 @@ impl<S: Store, R: Runtime> Controller<S, R> {
             config: &config,
             runtime_state: &self.runtime_state,
             derived: &self.derived,
+            requeue: &self.requeue,
         };
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         let result = match key.kind.kind {
@@ -376,6 +380,10 @@ impl<S: Store, R: Runtime> Controller<S, R> {
         if let Err(e) = result {
             tracing::warn!(object = %key, "reconcile failed, retrying: {e}");
             self.queue.add_after(key, RETRY);
+        }
+        let later = std::mem::take(&mut *self.requeue.lock().expect("requeue lock"));
+        for (k, after) in later {
+            self.queue.add_after(k, after);
         }
     }
 

@@ -51,6 +51,9 @@ pub struct Resolved {
     /// `status.traffic` without URLs.
     pub status: Vec<TrafficTarget>,
     pub groups: Vec<Group>,
+    /// Each spec target resolved, in order, keeping the configuration a
+    /// configuration target named (for gradual rollouts).
+    pub targets: Vec<TrafficTarget>,
 }
 
 /// Objects of the Route's namespace, by name.
@@ -81,6 +84,7 @@ pub fn resolve(
     };
     let mut flat: Vec<TrafficTarget> = Vec::new();
     for t in spec {
+        let mut configuration = None;
         let revision_name = if let Some(rev) = t.revision_name.as_deref().filter(|r| !r.is_empty())
         {
             match check_revision(rev, service, lookup) {
@@ -115,6 +119,7 @@ pub fn resolve(
                 });
                 continue;
             };
+            configuration = Some(cfg.to_string());
             match check_revision(latest, service, lookup) {
                 Ok(()) => latest.to_string(),
                 Err(e) => {
@@ -132,7 +137,7 @@ pub fn resolve(
         flat.push(TrafficTarget {
             tag: t.tag.clone().filter(|t| !t.is_empty()),
             revision_name: Some(revision_name),
-            configuration_name: None,
+            configuration_name: configuration,
             latest_revision: t.latest_revision,
             percent: t.percent,
             url: None,
@@ -145,6 +150,7 @@ pub fn resolve(
     Ok(Resolved {
         status: merge_status(&flat),
         groups: groups(&flat),
+        targets: flat,
     })
 }
 
@@ -200,7 +206,11 @@ fn merge_status(flat: &[TrafficTarget]) -> Vec<TrafficTarget> {
                 && o.latest_revision == t.latest_revision
         }) {
             Some(o) => o.percent = Some(o.percent.unwrap_or(0) + t.percent.unwrap_or(0)),
-            None => out.push(t.clone()),
+            // Status traffic names revisions only.
+            None => out.push(TrafficTarget {
+                configuration_name: None,
+                ..t.clone()
+            }),
         }
     }
     out

@@ -72,6 +72,10 @@ pub struct RouteStatus {
     pub address: Option<Addressable>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<TrafficTarget>,
+    /// Skiff: the state of gradual rollouts (`rollout-duration`), in the
+    /// shape of Knative's `serving.knative.dev/rollout` Ingress annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

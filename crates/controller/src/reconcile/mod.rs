@@ -30,6 +30,17 @@ pub struct Ctx<'a, S, R> {
     /// (spec, labels, annotations, owner references as JSON): a child that
     /// differs from an unchanged derivation was edited by hand.
     pub derived: &'a std::sync::Mutex<std::collections::HashMap<skiff_api::ObjectKey, String>>,
+    /// Keys a reconciler wants to see again later (a rollout's next step).
+    pub requeue: &'a std::sync::Mutex<Vec<(skiff_api::ObjectKey, std::time::Duration)>>,
+}
+
+impl<S, R> Ctx<'_, S, R> {
+    pub fn requeue_after(&self, key: skiff_api::ObjectKey, after: std::time::Duration) {
+        self.requeue
+            .lock()
+            .expect("requeue lock")
+            .push((key, after));
+    }
 }
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;

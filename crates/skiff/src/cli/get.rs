@@ -6,7 +6,7 @@ use http::Method;
 use serde_json::Value;
 use skiff_api::ResourceKind;
 
-use super::{GetArgs, Output, kind_arg, to_yaml};
+use super::{GetArgs, GetOutput, kind_arg, to_yaml};
 use crate::client::Client;
 use crate::table;
 
@@ -152,6 +152,43 @@ fn columns(kind: &ResourceKind, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<
     (headers, rows)
 }
 
+/// ACTUAL / DESIRED: ready and desired instances summed over each service's
+/// revisions (the autoscaler's view).
+async fn add_instance_columns(
+    client: &Client,
+    services: &[Value],
+    headers: &mut Vec<&'static str>,
+    rows: &mut [Vec<String>],
+) -> anyhow::Result<()> {
+    let mut by_ns: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for svc in services {
+        let ns = s(&svc["metadata"]["namespace"]);
+        if !by_ns.contains_key(&ns) {
+            let path = skiff_api::object::REVISION.collection_path(Some(&ns));
+            let revs = client.call(Method::GET, &path, None).await?;
+            by_ns.insert(
+                ns.clone(),
+                revs["items"].as_array().cloned().unwrap_or_default(),
+            );
+        }
+    }
+    headers.extend(["ACTUAL", "DESIRED"]);
+    for (row, svc) in rows.iter_mut().zip(services) {
+        let ns = s(&svc["metadata"]["namespace"]);
+        let name = svc["metadata"]["name"].as_str().unwrap_or("");
+        let (mut actual, mut desired) = (0i64, 0i64);
+        for r in &by_ns[&ns] {
+            if r["metadata"]["labels"]["serving.knative.dev/service"] == name {
+                actual += r["status"]["actualReplicas"].as_i64().unwrap_or(0);
+                desired += r["status"]["desiredReplicas"].as_i64().unwrap_or(0);
+            }
+        }
+        row.push(actual.to_string());
+        row.push(desired.to_string());
+    }
+    Ok(())
+}
+
 pub async fn run(client: &Client, args: &GetArgs) -> anyhow::Result<ExitCode> {
     let kind = kind_arg(&args.kind)?;
     let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
@@ -188,9 +225,9 @@ pub async fn run(client: &Client, args: &GetArgs) -> anyhow::Result<ExitCode> {
         });
     }
     match args.output {
-        Some(Output::Yaml) => print!("{}", to_yaml(&resp)?),
-        Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&resp)?),
-        None => {
+        Some(GetOutput::Yaml) => print!("{}", to_yaml(&resp)?),
+        Some(GetOutput::Json) => println!("{}", serde_json::to_string_pretty(&resp)?),
+        Some(GetOutput::Wide) | None => {
             if items.is_empty() {
                 match ns {
                     Some(ns) => eprintln!("No resources found in {ns} namespace."),
@@ -199,6 +236,9 @@ pub async fn run(client: &Client, args: &GetArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let (mut headers, mut rows) = columns(kind, &items);
+            if args.output == Some(GetOutput::Wide) && kind.kind == "Service" {
+                add_instance_columns(client, &items, &mut headers, &mut rows).await?;
+            }
             if args.all_namespaces {
                 headers.insert(0, "NAMESPACE");
                 for (r, o) in rows.iter_mut().zip(&items) {

@@ -155,6 +155,16 @@ pub enum Output {
     Json,
 }
 
+/// `skiff get -o`: like kubectl, `wide` adds columns.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum GetOutput {
+    Yaml,
+    Json,
+    /// Extra columns: for ksvc, the ready and desired instances of its
+    /// revisions.
+    Wide,
+}
+
 #[derive(Args)]
 pub struct ApplyArgs {
     /// Manifest file, directory of manifests, or `-` for stdin.
@@ -217,7 +227,7 @@ pub struct GetArgs {
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     #[arg(short, long)]
-    pub output: Option<Output>,
+    pub output: Option<GetOutput>,
 }
 
 #[derive(Args)]
