@@ -32,6 +32,8 @@ pub struct Skiff {
     /// The cluster-local listener (`*.svc.cluster.local` names).
     pub local_gateway: SocketAddr,
     pub admin: String,
+    /// The load balancer health check URL.
+    pub health: Option<String>,
     pub stdout_path: PathBuf,
 }
 
@@ -58,6 +60,16 @@ impl Skiff {
         let _ = std::fs::remove_file(dir.join("server.json"));
         let stdout_path = dir.join(format!("serve-{}.out", unique()));
         let out = std::fs::File::create(&stdout_path).expect("serve log");
+        // Free ports for everything; SIGTERM stops at once unless a test
+        // asks for a deregistration window.
+        let defaults: Vec<&str> = [
+            ("--health-listen", "127.0.0.1:0"),
+            ("--termination-drain-duration", "0s"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| !extra.contains(flag))
+        .flat_map(|(flag, value)| [flag, value])
+        .collect();
         let child = Command::new(skiff_bin())
             .args([
                 "serve",
@@ -68,6 +80,7 @@ impl Skiff {
                 "--admin",
                 "127.0.0.1:0",
             ])
+            .args(defaults)
             .args(extra)
             .env("SKIFF_DATA_DIR", dir)
             .env("SKIFF_LOG", "info")
@@ -110,6 +123,7 @@ impl Skiff {
             gateway,
             local_gateway,
             admin: info["admin"].as_str().unwrap().to_string(),
+            health: info["health"].as_str().map(str::to_string),
             stdout_path,
         }
     }
@@ -217,6 +231,16 @@ impl Skiff {
     /// A URL on the cluster-local listener.
     pub fn local_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.local_gateway)
+    }
+
+    /// Wait for the server to exit by itself (after a signal the test sent).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let status = wait_timeout(&mut child, timeout);
+        if status.is_none() {
+            self.child = Some(child);
+        }
+        status
     }
 
     /// Send SIGTERM and wait for the server to exit; returns its exit status.

@@ -15,7 +15,7 @@
 //!   `knative-local-gateway` (cluster-local routes): declaring that Gateway
 //!   with an HTTPS server serves Knative's routes over TLS, as with Istio.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -43,6 +43,33 @@ pub struct ListenerPlan {
     /// Gateway server port → address, overriding `bind`.
     pub port_map: BTreeMap<u16, SocketAddr>,
     pub keepalive_idle: Option<Duration>,
+    /// Listeners behind a load balancer that sends the PROXY protocol.
+    pub proxy_protocol: ProxyProtocolListeners,
+    /// Trusted proxies in front of every listener (X-Forwarded-For).
+    pub xff_trusted_hops: u32,
+}
+
+/// Which listeners expect a PROXY protocol header first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyProtocolListeners {
+    /// The default external listener (`--listen`).
+    pub external: bool,
+    /// The cluster-local listener (`--local-listen`).
+    pub local: bool,
+    /// Gateway server ports.
+    pub ports: BTreeSet<u16>,
+}
+
+impl ProxyProtocolListeners {
+    fn expects(&self, plan: &ListenerPlan, l: &Layout) -> bool {
+        if l.addr == plan.external {
+            self.external
+        } else if l.addr == plan.local {
+            self.local
+        } else {
+            self.ports.contains(&l.gateway_port)
+        }
+    }
 }
 
 impl ListenerPlan {
@@ -54,6 +81,8 @@ impl ListenerPlan {
             bind: external.ip(),
             port_map: BTreeMap::new(),
             keepalive_idle: Some(DEFAULT_KEEPALIVE_IDLE),
+            proxy_protocol: ProxyProtocolListeners::default(),
+            xff_trusted_hops: 0,
         }
     }
 
@@ -174,7 +203,8 @@ pub fn specs(
                 tls,
                 servers: l.servers.clone(),
                 scope: l.scope,
-                proxy_protocol: false,
+                proxy_protocol: plan.proxy_protocol.expects(plan, l),
+                xff_trusted_hops: plan.xff_trusted_hops,
                 keepalive_idle: plan.keepalive_idle,
                 gateway_port: Some(l.gateway_port),
             }

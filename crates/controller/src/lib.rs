@@ -51,7 +51,7 @@ pub use autoscaling::{Autoscaling, AutoscalingCollector};
 
 pub use config::LiveConfig;
 pub use drain::GatewayDrainer;
-pub use gateway_listeners::ListenerPlan;
+pub use gateway_listeners::{ListenerPlan, ProxyProtocolListeners};
 
 use queue::WorkQueue;
 use reconcile::Ctx;

@@ -34,13 +34,14 @@ pub(crate) fn prepare(
     client_ip: &HeaderValue,
     scheme: &'static str,
     upgrade: bool,
+    trusted_proxy: bool,
 ) {
     if upgrade {
         upgrade::keep_upgrade_headers(&mut parts.headers);
     } else {
         headers::strip_hop_by_hop(&mut parts.headers);
     }
-    headers::add_forwarded(&mut parts.headers, client_ip, scheme);
+    headers::add_forwarded(&mut parts.headers, client_ip, scheme, trusted_proxy);
     if !parts.headers.contains_key(header::HOST)
         && let Some(a) = parts.uri.authority()
         && let Ok(v) = HeaderValue::from_str(a.as_str())
@@ -88,11 +89,21 @@ pub(crate) fn authorize(
 
 impl ConnInfo {
     /// The request as authorization sees it, with this connection's facts.
+    /// The original client (Envoy's downstream remote address): the
+    /// connection's client, or with trusted proxies in front, the address
+    /// they put in X-Forwarded-For (port 0).
+    pub(crate) fn remote(&self, headers: &http::HeaderMap) -> std::net::SocketAddr {
+        match headers::trusted_client(headers, self.listener.xff_trusted_hops) {
+            Some(ip) => std::net::SocketAddr::new(ip, 0),
+            None => self.client,
+        }
+    }
+
     pub(crate) fn authz_request<'a>(&'a self, req: RequestView<'a>) -> AuthzRequest<'a> {
         AuthzRequest {
             req,
             source_ip: self.peer.ip(),
-            remote_ip: self.client.ip(),
+            remote_ip: self.remote(req.headers).ip(),
             destination_ip: Some(self.local.ip()),
             principal: self.tls.as_ref().and_then(|t| t.principal.as_deref()),
             sni: self.tls.as_ref().and_then(|t| t.sni.as_deref()),
@@ -133,7 +144,13 @@ async fn forward_to(
     ) {
         return respond(denied);
     }
-    prepare(&mut parts, &conn.client_ip, conn.scheme, upgrade.is_some());
+    prepare(
+        &mut parts,
+        &conn.client_ip,
+        conn.scheme,
+        upgrade.is_some(),
+        conn.listener.xff_trusted_hops > 0,
+    );
     let mut req = Request::from_parts(parts, UpstreamRequestBody::Client(body));
     let start = rq.start;
     let timeout = backend.timeout();

@@ -1,5 +1,7 @@
 //! Per-hop header rules (RFC 9110 §7.6.1) and forwarding headers.
 
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded.
@@ -48,9 +50,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(&PROXY_CONNECTION);
 }
 
-/// Append the client's address to `X-Forwarded-For` and set
-/// `X-Forwarded-Proto` if absent.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str) {
+/// Append the client's address to `X-Forwarded-For`, and say which scheme
+/// the client used in `X-Forwarded-Proto`. As Envoy at the edge: an
+/// untrusted client's `X-Forwarded-Proto` is overwritten; one a trusted
+/// proxy (`trusted`: the listener trusts at least one hop) set is kept.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    proto: &'static str,
+    trusted: bool,
+) {
     match headers.get(&X_FORWARDED_FOR) {
         Some(prev) if !prev.is_empty() => {
             let mut joined = Vec::with_capacity(prev.len() + 2 + client_ip.len());
@@ -66,9 +75,45 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &'
             headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
+}
+
+/// The original client as Envoy's `xff_num_trusted_hops` defines it: with
+/// `hops` trusted proxies in front, the `hops`-th address from the right of
+/// `X-Forwarded-For` as received. `None` when no hop is trusted, or the
+/// header has too few entries or a malformed one there (then the
+/// connection's client is the original client).
+pub fn trusted_client(headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
+    if hops == 0 {
+        return None;
+    }
+    let mut seen = 0;
+    // Entries right to left, across repeated header lines.
+    for v in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let v = v.to_str().ok()?;
+        for entry in v.rsplit(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            seen += 1;
+            if seen == hops {
+                return parse_forwarded_ip(entry);
+            }
+        }
+    }
+    None
+}
+
+/// An X-Forwarded-For entry: an IP, possibly with a port (`1.2.3.4:5`,
+/// `[::1]:5`).
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 #[cfg(test)]
@@ -93,9 +138,50 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"), "http");
-        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.2"), "http");
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"), "http", false);
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.2"), "http", false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn forwarded_proto_is_kept_only_from_trusted_proxies() {
+        let ip = HeaderValue::from_static("10.0.0.1");
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        add_forwarded(&mut h, &ip, "http", false);
+        assert_eq!(h[&X_FORWARDED_PROTO], "http", "a client cannot claim https");
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        add_forwarded(&mut h, &ip, "http", true);
+        assert_eq!(
+            h[&X_FORWARDED_PROTO], "https",
+            "the trusted LB terminated TLS"
+        );
+    }
+
+    #[test]
+    fn trusted_hops_count_from_the_right() {
+        let mut h = HeaderMap::new();
+        assert_eq!(trusted_client(&h, 1), None);
+        h.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("198.51.100.7, 10.0.0.9"),
+        );
+        h.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("203.0.113.5:4711"),
+        );
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(trusted_client(&h, 0), None, "nothing trusted: the peer");
+        assert_eq!(trusted_client(&h, 1), ip("203.0.113.5"));
+        assert_eq!(trusted_client(&h, 2), ip("10.0.0.9"));
+        assert_eq!(trusted_client(&h, 3), ip("198.51.100.7"));
+        assert_eq!(trusted_client(&h, 4), None, "fewer entries than hops");
+        h.insert(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("junk, [2001:db8::1]:80"),
+        );
+        assert_eq!(trusted_client(&h, 1), ip("2001:db8::1"));
+        assert_eq!(trusted_client(&h, 2), None, "malformed entry");
     }
 }

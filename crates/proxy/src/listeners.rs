@@ -36,6 +36,18 @@ pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
 /// How long a client has to send its PROXY header.
 pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The answer to an HTTP request on a PROXY protocol listener.
+fn no_proxy_header_reply() -> Vec<u8> {
+    let body = "skiff gateway: this listener expects a PROXY protocol header before the \
+                request (skiff serve --proxy-protocol); the load balancer must send one\n";
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nx-skiff-flags: DPE\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Any accepted stream (plain TCP, TLS, with PROXY bytes put back).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
@@ -50,6 +62,9 @@ pub struct ListenerSpec {
     pub scope: ListenerScope,
     /// Expect a PROXY protocol v1/v2 header first.
     pub proxy_protocol: bool,
+    /// Proxies in front whose X-Forwarded-For entries are trusted (Envoy's
+    /// `xff_num_trusted_hops`, Istio's `numTrustedProxies`).
+    pub xff_trusted_hops: u32,
     /// TCP keepalive idle time (`None`: off).
     pub keepalive_idle: Option<Duration>,
     /// The port requests are matched as arriving on (the Gateway server's
@@ -66,6 +81,7 @@ impl ListenerSpec {
             servers,
             scope: ListenerScope::ALL,
             proxy_protocol: false,
+            xff_trusted_hops: 0,
             keepalive_idle: Some(DEFAULT_KEEPALIVE_IDLE),
             gateway_port: None,
         }
@@ -82,6 +98,7 @@ pub struct ListenerInfo {
     pub servers: Vec<BoundServer>,
     pub scope: ListenerScope,
     pub proxy_protocol: bool,
+    pub xff_trusted_hops: u32,
     pub keepalive_idle: Option<Duration>,
     pub tls: bool,
     pub gateway_port: Option<u16>,
@@ -204,8 +221,15 @@ async fn prepare(
                 };
                 (Box::new(rest), client)
             }
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, "closing connection: {e}");
+            Ok(Err(mut rejected)) => {
+                tracing::debug!(%peer, "closing connection: {:?}", rejected);
+                if rejected.looks_like_http() {
+                    // Someone reached the listener without the load
+                    // balancer: tell them why instead of an empty reply.
+                    use tokio::io::AsyncWriteExt;
+                    let _ = rejected.io.write_all(&no_proxy_header_reply()).await;
+                    let _ = rejected.io.shutdown().await;
+                }
                 return None;
             }
             Err(_) => {
@@ -299,6 +323,7 @@ impl ListenerManager {
                         servers: spec.servers,
                         scope: spec.scope,
                         proxy_protocol: spec.proxy_protocol,
+                        xff_trusted_hops: spec.xff_trusted_hops,
                         keepalive_idle: spec.keepalive_idle,
                         tls,
                         gateway_port: spec.gateway_port,
@@ -346,6 +371,7 @@ impl ListenerManager {
             servers: spec.servers,
             scope: spec.scope,
             proxy_protocol: spec.proxy_protocol,
+            xff_trusted_hops: spec.xff_trusted_hops,
             keepalive_idle: spec.keepalive_idle,
             tls: tls.is_some(),
             gateway_port: spec.gateway_port,
@@ -558,8 +584,12 @@ mod tests {
         let bound = m.apply(vec![spec]).await.opened[0].1;
         let out = ask(bound, b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 80\r\nx").await;
         assert!(out.starts_with("client=203.0.113.7:40000"), "{out}");
-        // Without a header the connection is refused (closed).
-        assert_eq!(ask(bound, b"GET / HTTP/1.1\r\n\r\n").await, "");
+        // Without a header the connection is closed; an HTTP client is
+        // told why first.
+        let out = ask(bound, b"GET / HTTP/1.1\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(out.contains("x-skiff-flags: DPE"), "{out}");
+        assert_eq!(ask(bound, b"\x16\x03\x01 not http\n").await, "");
         m.close_all().await;
     }
 

@@ -124,36 +124,88 @@ pub fn parse(buf: &[u8]) -> io::Result<Option<(ProxyHeader, usize)>> {
     Ok(Some((header, 16 + len)))
 }
 
+/// A connection that did not start with a valid PROXY header.
+pub struct Rejected<IO> {
+    pub error: io::Error,
+    /// The connection, to answer on (a client that spoke HTTP directly
+    /// gets told why).
+    pub io: IO,
+    /// What it sent.
+    pub received: Vec<u8>,
+}
+
+impl<IO> std::fmt::Debug for Rejected<IO> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} after {} bytes", self.error, self.received.len())
+    }
+}
+
+impl<IO> Rejected<IO> {
+    /// The client sent an HTTP/1 request line instead of a PROXY header.
+    pub fn looks_like_http(&self) -> bool {
+        let line = self
+            .received
+            .split(|b| *b == b'\n')
+            .next()
+            .unwrap_or_default();
+        line.windows(5).any(|w| w == b"HTTP/")
+            && line
+                .iter()
+                .take_while(|b| **b != b' ')
+                .all(u8::is_ascii_uppercase)
+    }
+}
+
 /// Read the header from `io`; the bytes after it come back out of the
 /// returned [`Rewind`].
 pub async fn read_header<IO: AsyncRead + Unpin>(
     mut io: IO,
-) -> io::Result<(ProxyHeader, Rewind<IO>)> {
+) -> Result<(ProxyHeader, Rewind<IO>), Rejected<IO>> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     loop {
-        let n = io.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before the PROXY header",
-            ));
-        }
+        let n = match io.read(&mut chunk).await {
+            Ok(0) => {
+                return Err(Rejected {
+                    error: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before the PROXY header",
+                    ),
+                    io,
+                    received: buf,
+                });
+            }
+            Ok(n) => n,
+            Err(error) => {
+                return Err(Rejected {
+                    error,
+                    io,
+                    received: buf,
+                });
+            }
+        };
         buf.extend_from_slice(&chunk[..n]);
-        if let Some((header, len)) = parse(&buf)? {
-            buf.drain(..len);
-            return Ok((
-                header,
-                Rewind {
-                    prefix: buf,
-                    pos: 0,
-                    inner: io,
-                },
-            ));
-        }
-        if buf.len() > 16 + usize::from(u16::MAX) {
-            return Err(bad("header too long"));
-        }
+        let error = match parse(&buf) {
+            Ok(Some((header, len))) => {
+                buf.drain(..len);
+                return Ok((
+                    header,
+                    Rewind {
+                        prefix: buf,
+                        pos: 0,
+                        inner: io,
+                    },
+                ));
+            }
+            Ok(None) if buf.len() > 16 + usize::from(u16::MAX) => bad("header too long"),
+            Ok(None) => continue,
+            Err(e) => e,
+        };
+        return Err(Rejected {
+            error,
+            io,
+            received: buf,
+        });
     }
 }
 
@@ -317,6 +369,22 @@ mod tests {
         let mut out = String::new();
         rest.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "GET / HTTP/1.1\r\n\r\n");
+
+        // A client that talks HTTP straight to the listener is recognized.
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let rejected = read_header(server).await.unwrap_err();
+        assert!(rejected.looks_like_http(), "{rejected:?}");
+        let (mut client, server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"\x16\x03\x01\x00\xff garbage\n")
+            .await
+            .unwrap();
+        assert!(!read_header(server).await.unwrap_err().looks_like_http());
     }
 
     proptest::proptest! {

@@ -8,11 +8,12 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -21,6 +22,7 @@ use hyper_util::server::conn::auto;
 use crate::access::{AccessLog, Extras, Pending};
 use crate::activator::Backends;
 use crate::body::ProxyBody;
+use crate::drain::Drain;
 use crate::forward;
 use crate::istio::authz::Decision;
 use crate::istio::local_reply;
@@ -62,6 +64,9 @@ pub struct Gateway {
     backends: Backends,
     metrics: RequestMetrics,
     access_log: OnceLock<Arc<AccessLog>>,
+    drain: Drain,
+    /// A routing table has been published: the gateway knows its routes.
+    configured: AtomicBool,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -80,6 +85,8 @@ impl Default for Gateway {
             backends: Backends::default(),
             metrics: RequestMetrics::default(),
             access_log: OnceLock::new(),
+            drain: Drain::default(),
+            configured: AtomicBool::new(false),
         }
     }
 }
@@ -98,6 +105,8 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The port VirtualService `port` matches see (the Gateway server's).
     pub port: u16,
+    /// The connection speaks HTTP/2 (seen on its first request).
+    pub h2: AtomicBool,
 }
 
 /// One request's bookkeeping on its way through the gateway.
@@ -123,6 +132,24 @@ impl Gateway {
     /// started with.
     pub fn publish(&self, table: RoutingTable) {
         self.table.store(Arc::new(table));
+        self.configured.store(true, Ordering::Relaxed);
+    }
+
+    /// Shutdown's first step (see [`Drain`]).
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// What a load balancer's health check should see: ready once the
+    /// routes are known, until draining starts.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.drain.is_draining() {
+            Err("draining: the gateway is shutting down")
+        } else if !self.configured.load(Ordering::Relaxed) {
+            Err("starting: no routing table yet")
+        } else {
+            Ok(())
+        }
     }
 
     pub fn stats(&self) -> &GatewayStats {
@@ -152,6 +179,7 @@ impl Gateway {
     /// Route and forward one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
         self.stats.request();
+        let http1 = req.version() < Version::HTTP_2;
         let mut rq = Rq {
             start: Instant::now(),
             log: None,
@@ -164,16 +192,28 @@ impl Gateway {
                 &parts,
                 rq.start,
                 conn.local,
-                conn.client,
+                conn.remote(&parts.headers),
                 conn.tls.as_ref().and_then(|t| t.sni.as_deref()),
             ));
             let resp = self
                 .route(Request::from_parts(parts, body), conn, &mut rq)
                 .await;
-            return self.finish(resp, rq);
+            return self.finish(self.drained(resp, http1), rq);
         }
         let resp = self.route(req, conn, &mut rq).await;
-        self.finish(resp, rq)
+        self.finish(self.drained(resp, http1), rq)
+    }
+
+    /// While draining, an HTTP/1.1 response closes its connection, so the
+    /// client's next request opens a new one (which the load balancer sends
+    /// elsewhere) instead of racing the close of an idle connection.
+    #[inline]
+    fn drained(&self, mut resp: Response<ProxyBody>, http1: bool) -> Response<ProxyBody> {
+        if http1 && self.drain.is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 
     /// Count the response, and hand its log record to its body (written
@@ -344,29 +384,54 @@ impl ConnectionHandler for HttpHandler {
             tls,
             listener,
             port,
+            h2: AtomicBool::new(false),
         });
+        let mut draining = self.gateway.drain.subscribe();
         let builder = self.builder.clone();
         Box::pin(async move {
+            let conn = info.clone();
             let service = service_fn(move |req| {
                 let info = info.clone();
-                async move { Ok::<_, Infallible>(info.gateway.handle(req, &info).await) }
+                async move {
+                    if req.version() == Version::HTTP_2 && !info.h2.load(Ordering::Relaxed) {
+                        info.h2.store(true, Ordering::Relaxed);
+                    }
+                    Ok::<_, Infallible>(info.gateway.handle(req, &info).await)
+                }
             });
             let c = builder
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             tokio::pin!(c);
-            tokio::select! {
-                r = c.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%client, "connection ended: {e}");
+            let mut goaway_sent = false;
+            let mut drain_seen = false;
+            loop {
+                tokio::select! {
+                    r = c.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%client, "connection ended: {e}");
+                        }
+                        return;
                     }
-                    return;
+                    _ = closing.wait_for(|c| *c) => break,
+                    // The gateway drains but still serves: HTTP/2 clients
+                    // get GOAWAY (streams in flight finish, new ones go to
+                    // a new connection); HTTP/1.1 responses say
+                    // Connection: close (see `Gateway::drained`).
+                    _ = draining.wait_for(|d| *d), if !drain_seen => {
+                        drain_seen = true;
+                        if conn.h2.load(Ordering::Relaxed) {
+                            c.as_mut().graceful_shutdown();
+                            goaway_sent = true;
+                        }
+                    }
                 }
-                _ = closing.wait_for(|c| *c) => {}
             }
-            // The listener closes or the gateway drains: finish what is in
-            // flight, then close (Connection: close / GOAWAY).
-            c.as_mut().graceful_shutdown();
+            // The listener closes: finish what is in flight, then close
+            // (Connection: close / GOAWAY).
+            if !goaway_sent {
+                c.as_mut().graceful_shutdown();
+            }
             if let Err(e) = c.await {
                 tracing::debug!(%client, "connection ended while draining: {e}");
             }

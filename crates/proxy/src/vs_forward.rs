@@ -225,7 +225,7 @@ pub(crate) async fn forward(
         }
     }
     let hctx = HeaderContext {
-        downstream_remote: Some(conn.client),
+        downstream_remote: Some(conn.remote(&parts.headers)),
         downstream_local: Some(conn.local),
         protocol: protocol(parts.version),
         request_headers: None,
@@ -316,7 +316,7 @@ pub(crate) async fn forward(
         .lb
         .hash_key
         .as_ref()
-        .map(|k| k.compute(&view, conn.client.ip()));
+        .map(|k| k.compute(&view, conn.remote(view.headers).ip()));
     let new_path = rule
         .rewrite
         .as_ref()
@@ -364,6 +364,7 @@ pub(crate) async fn forward(
         &conn.client_ip,
         conn.scheme,
         on_upgrade.is_some(),
+        conn.listener.xff_trusted_hops > 0,
     );
     if let Some(a) = authority {
         parts.headers.insert(header::HOST, a);

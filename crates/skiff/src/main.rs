@@ -84,6 +84,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 access_log: args.access_log.clone(),
                 access_log_encoding: args.access_log_encoding.clone(),
                 access_log_filter: args.access_log_filter.clone(),
+                health_listen: Some(args.health_listen.clone())
+                    .filter(|a| !a.eq_ignore_ascii_case("off")),
+                termination_drain: args.termination_drain_duration,
+                proxy_protocol: args.proxy_protocol.clone(),
+                xff_trusted_hops: args.xff_num_trusted_hops,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_GATEWAY: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7780";
+/// Istio's ingress gateway health check port.
+pub const DEFAULT_HEALTH: &str = "127.0.0.1:15021";
 /// The cluster-local listener (what Knative's cluster-local gateway is).
 pub const DEFAULT_LOCAL_GATEWAY: &str = "127.0.0.1:8081";
 
@@ -45,6 +47,9 @@ pub struct ServerInfo {
     /// Cluster-local listener base URL (`*.svc.cluster.local` names).
     #[serde(default)]
     pub local_gateway: String,
+    /// The load balancer health check URL, if it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
     pub pid: u32,
 }
 

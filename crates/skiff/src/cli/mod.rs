@@ -147,6 +147,28 @@ pub struct ServeArgs {
     /// Telemetry filter, e.g. `response.code >= 400`.
     #[arg(long, value_name = "EXPR")]
     pub access_log_filter: Option<String>,
+    /// Health check for a load balancer's target group:
+    /// `GET /healthz/ready` answers 200 while the gateway serves and 503
+    /// once it drains. `off` to disable.
+    #[arg(long, default_value = crate::paths::DEFAULT_HEALTH, value_name = "ADDR|off")]
+    pub health_listen: String,
+    /// On SIGTERM, keep serving this long with the health check failing
+    /// (and connections told to close) before closing the listeners: at
+    /// least the load balancer's deregistration time (health check
+    /// interval x unhealthy threshold). Ctrl-C does not wait.
+    #[arg(long, default_value = "5s", value_parser = analyze::parse_duration, value_name = "DURATION")]
+    pub termination_drain_duration: std::time::Duration,
+    /// Listeners that expect a PROXY protocol v1/v2 header from the load
+    /// balancer: `gateway` (--listen), `local` (--local-listen) or a
+    /// Gateway server port (repeat, or separate with commas).
+    #[arg(long, value_name = "gateway|local|PORT", value_delimiter = ',')]
+    pub proxy_protocol: Vec<String>,
+    /// Proxies in front of the gateway whose X-Forwarded-For entries are
+    /// trusted: the original client is the Nth address from the right
+    /// (Envoy's xff_num_trusted_hops, Istio's numTrustedProxies). With 0,
+    /// the client's X-Forwarded-Proto is replaced.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub xff_num_trusted_hops: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

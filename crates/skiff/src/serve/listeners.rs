@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use skiff_controller::ListenerPlan;
+use skiff_controller::{ListenerPlan, ProxyProtocolListeners};
 use skiff_proxy::ListenerScope;
 use skiff_proxy::listeners::{DEFAULT_KEEPALIVE_IDLE, ListenerManager, ListenerSpec};
 use tokio::sync::{mpsc, watch};
@@ -36,15 +36,50 @@ pub fn port_map(entries: &[String]) -> anyhow::Result<BTreeMap<u16, SocketAddr>>
     Ok(map)
 }
 
+/// How the gateway sits behind a load balancer, from the flags.
+#[derive(Debug, Clone, Default)]
+pub struct Front {
+    pub proxy_protocol: ProxyProtocolListeners,
+    pub xff_trusted_hops: u32,
+}
+
+/// Parse `--proxy-protocol` entries: `gateway` (the `--listen` listener),
+/// `local` (`--local-listen`) or a Gateway server port.
+pub fn proxy_protocol(entries: &[String]) -> anyhow::Result<ProxyProtocolListeners> {
+    let mut out = ProxyProtocolListeners::default();
+    for e in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        match e {
+            "gateway" => out.external = true,
+            "local" => out.local = true,
+            port => {
+                let port: u16 = port.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--proxy-protocol {e:?}: expected `gateway`, `local` or a Gateway server port"
+                    )
+                })?;
+                out.ports.insert(port);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn parse_addr(addr: &str, what: &str) -> anyhow::Result<SocketAddr> {
     addr.parse()
         .with_context(|| format!("{what} address {addr:?} is not IP:PORT"))
 }
 
-fn default_spec(addr: SocketAddr, scope: ListenerScope) -> ListenerSpec {
+fn default_spec(
+    addr: SocketAddr,
+    scope: ListenerScope,
+    proxy_protocol: bool,
+    front: &Front,
+) -> ListenerSpec {
     let mut s = ListenerSpec::plain(addr, Vec::new());
     s.scope = scope;
     s.gateway_port = Some(80);
+    s.proxy_protocol = proxy_protocol;
+    s.xff_trusted_hops = front.xff_trusted_hops;
     s
 }
 
@@ -53,6 +88,7 @@ pub async fn open_defaults(
     manager: &mut ListenerManager,
     external: SocketAddr,
     local: SocketAddr,
+    front: &Front,
 ) -> anyhow::Result<(SocketAddr, SocketAddr)> {
     let report = manager
         .apply(vec![
@@ -62,6 +98,8 @@ pub async fn open_defaults(
                     external: true,
                     local: false,
                 },
+                front.proxy_protocol.external,
+                front,
             ),
             default_spec(
                 local,
@@ -69,6 +107,8 @@ pub async fn open_defaults(
                     external: false,
                     local: true,
                 },
+                front.proxy_protocol.local,
+                front,
             ),
         ])
         .await;
@@ -88,6 +128,7 @@ pub fn plan(
     local: SocketAddr,
     bind: &str,
     port_map: BTreeMap<u16, SocketAddr>,
+    front: Front,
 ) -> anyhow::Result<ListenerPlan> {
     let bind: IpAddr = bind
         .parse()
@@ -98,6 +139,8 @@ pub fn plan(
         bind,
         port_map,
         keepalive_idle: Some(DEFAULT_KEEPALIVE_IDLE),
+        proxy_protocol: front.proxy_protocol,
+        xff_trusted_hops: front.xff_trusted_hops,
     })
 }
 
@@ -153,5 +196,16 @@ mod tests {
         assert!(port_map(&["443".into()]).is_err());
         assert!(port_map(&["x=127.0.0.1:1".into()]).is_err());
         assert!(port_map(&["1=nope".into()]).is_err());
+    }
+
+    #[test]
+    fn proxy_protocol_listeners() {
+        let p = proxy_protocol(&["gateway".into(), " 443".into(), "".into()]).unwrap();
+        assert!(p.external && !p.local);
+        assert_eq!(p.ports.iter().copied().collect::<Vec<_>>(), [443]);
+        let e = proxy_protocol(&["external".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--proxy-protocol \"external\""), "{e}");
     }
 }

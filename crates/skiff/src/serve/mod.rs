@@ -3,6 +3,7 @@
 
 mod admin;
 mod admission;
+mod health;
 mod listeners;
 mod logs;
 
@@ -44,6 +45,14 @@ pub struct ServeOptions {
     pub access_log: String,
     pub access_log_encoding: String,
     pub access_log_filter: Option<String>,
+    /// The load balancer's health check listener (`None`: off).
+    pub health_listen: Option<String>,
+    /// On SIGTERM, how long the gateway keeps serving with its health check
+    /// failing before it closes its listeners.
+    pub termination_drain: Duration,
+    /// `--proxy-protocol` entries.
+    pub proxy_protocol: Vec<String>,
+    pub xff_trusted_hops: u32,
 }
 
 /// The access log the flags ask for (`None`: off).
@@ -92,6 +101,10 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         gateway.set_access_log(log);
     }
     let port_map = listeners::port_map(&opts.gateway_port_map)?;
+    let front = listeners::Front {
+        proxy_protocol: listeners::proxy_protocol(&opts.proxy_protocol)?,
+        xff_trusted_hops: opts.xff_trusted_hops,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     // The workers outlive the drain: they stop after it.
     let (workers_tx, workers_rx) = watch::channel(false);
@@ -110,11 +123,26 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         &mut manager,
         listeners::parse_addr(&opts.listen, "gateway")?,
         listeners::parse_addr(&opts.local_listen, "cluster-local gateway")?,
+        &front,
     )
     .await?;
-    let plan = listeners::plan(gateway_addr, local_addr, &opts.gateway_address, port_map)?;
+    let plan = listeners::plan(
+        gateway_addr,
+        local_addr,
+        &opts.gateway_address,
+        port_map,
+        front,
+    )?;
     let admin_listener = bind(&opts.admin, "admin API").await?;
     let admin_addr = admin_listener.local_addr()?;
+    let health_listener = match &opts.health_listen {
+        Some(addr) => Some(bind(addr, "health check").await?),
+        None => None,
+    };
+    let health_addr = health_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     let registry = Arc::new(Mutex::new(EndpointRegistry::default()));
     let runtime = ProcessRuntime::new(
@@ -130,7 +158,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }),
     );
 
-    write_server_info(&data_dir, gateway_addr, local_addr, admin_addr)?;
+    write_server_info(&data_dir, gateway_addr, local_addr, admin_addr, health_addr)?;
 
     println!("skiff serve: data in {}", data_dir.display());
     println!(
@@ -143,7 +171,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         "skiff serve: admin API on http://{admin_addr} (token in {})",
         paths::token_file(&data_dir).display()
     );
+    if let Some(addr) = health_addr {
+        println!(
+            "skiff serve: load balancer health check on http://{addr}{}",
+            health::READY_PATH
+        );
+    }
     let _ = std::io::stdout().flush();
+    let health_task = health_listener.map(|l| tokio::spawn(health::serve(l, gateway.clone())));
 
     let listener_stop = stop_rx.clone();
     let stopped = move || {
@@ -196,13 +231,34 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
+    let terminated = tokio::select! {
+        _ = sigint.recv() => false,
+        _ = sigterm.recv() => true,
+    };
+    // From here the health check fails and responses close their
+    // connections; SIGTERM (an orchestrator, behind a load balancer) keeps
+    // serving for the deregistration window first, Ctrl-C does not wait.
+    gateway.drain().start();
+    let window = if terminated {
+        opts.termination_drain
+    } else {
+        Duration::ZERO
+    };
+    if !window.is_zero() {
+        println!(
+            "skiff serve: draining: the health check fails; still serving for {window:?} while load balancers deregister this gateway"
+        );
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = tokio::time::sleep(window) => {}
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
     }
     println!(
         "skiff serve: shutting down: finishing in-flight requests (signal again to stop at once)"
     );
+    let _ = std::io::stdout().flush();
     let _ = stop_tx.send(true);
     let drain = async {
         // Listeners stop accepting; open connections finish their requests.
@@ -230,6 +286,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             runtime.kill_all_now();
             drain.await;
         }
+    }
+    if let Some(t) = health_task {
+        t.abort();
     }
     let _ = std::fs::remove_file(paths::server_file(&data_dir));
     println!("skiff serve: stopped");
@@ -296,11 +355,13 @@ fn write_server_info(
     gateway: SocketAddr,
     local_gateway: SocketAddr,
     admin: SocketAddr,
+    health: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let info = ServerInfo {
         admin: format!("http://{admin}"),
         gateway: format!("http://{gateway}"),
         local_gateway: format!("http://{local_gateway}"),
+        health: health.map(|h| format!("http://{h}{}", health::READY_PATH)),
         pid: std::process::id(),
     };
     let tmp = dir.join("server.json.tmp");
