@@ -13,6 +13,7 @@ pub mod cluster;
 mod endpoint;
 mod forward;
 mod headers;
+pub mod introspect;
 pub mod istio;
 pub mod listeners;
 pub mod metrics;
