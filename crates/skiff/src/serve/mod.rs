@@ -113,6 +113,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     )
     .await?;
     let plan = listeners::plan(gateway_addr, local_addr, &opts.gateway_address, port_map)?;
+    let live_listeners = manager.live();
     let admin_listener = bind(&opts.admin, "admin API").await?;
     let admin_addr = admin_listener.local_addr()?;
 
@@ -180,6 +181,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         token,
         config,
         metrics,
+        gateway: gateway.clone(),
+        listeners: live_listeners,
     });
     let admin_task = tokio::spawn({
         let stopped = stopped();
