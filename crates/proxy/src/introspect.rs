@@ -853,7 +853,7 @@ fn destination_cluster(c: &Cluster, now: MonoTime) -> ClusterView {
     let eps: Vec<Arc<Endpoint>> = c
         .members
         .iter()
-        .flat_map(|m| m.backend.endpoints().iter().cloned().collect::<Vec<_>>())
+        .flat_map(|m| m.backend.endpoints().to_vec())
         .collect();
     let k = &c.counters;
     ClusterView {
