@@ -1626,3 +1626,323 @@ spec:
     assert!(r.body.contains("cannot become ready"), "{r:?}");
     assert!(r.body.contains("cannot reach the database"), "{r:?}");
 }
+
+/// `skiff proxy-config KIND -o json`, parsed.
+fn proxy_config(skiff: &Skiff, kind: &str) -> Value {
+    let out = skiff.cli(&["proxy-config", kind, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "proxy-config {kind}: {}",
+        support::text(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The cluster named `name` in `proxy-config clusters`.
+fn cluster_view(skiff: &Skiff, name: &str) -> Value {
+    let v = proxy_config(skiff, "clusters");
+    v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no cluster {name} in {v:#}"))
+}
+
+/// Poll `proxy-config clusters` until `check` holds for cluster `name`;
+/// panics with the last view after a minute.
+fn cluster_until(skiff: &Skiff, name: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = cluster_view(skiff, name);
+        if check(&c) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster {name} never got there: {c:#}\n--- server output ---\n{}",
+            skiff.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first line (the header) and the lines mentioning `needle` of a
+/// `proxy-config` table.
+fn table_lines(skiff: &Skiff, kind: &str, needle: &str) -> (String, Vec<String>) {
+    let out = skiff.cli(&["proxy-config", kind]);
+    assert!(
+        out.status.success(),
+        "proxy-config {kind}: {}",
+        support::text(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().to_string();
+    let rows = lines
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect();
+    (header, rows)
+}
+
+/// `skiff proxy-config` shows what the gateway does now: the cluster a
+/// DestinationRule with a connection pool and outlier detection makes, its
+/// circuit breakers' live counts while requests hold the only connection
+/// and wait for it (and the overflow the clients saw), then the instance's
+/// ejection after consecutive 500s, in JSON and in istioctl-like tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_config_shows_live_breakers_endpoints_and_ejections() {
+    let skiff = Skiff::start();
+    // One instance, always: the counts below are per instance.
+    skiff.apply(&manifests::autoscale(
+        "pc",
+        &[],
+        &[
+            ("autoscaling.knative.dev/min-scale", "1"),
+            ("autoscaling.knative.dev/max-scale", "1"),
+        ],
+    ));
+    skiff.wait_ready("ksvc", "pc");
+    skiff.apply(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pc}
+spec:
+  host: pc
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+    outlierDetection:
+      consecutive5xxErrors: 2
+      interval: 1s
+      baseEjectionTime: 5m
+      maxEjectionPercent: 100
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pc}
+spec:
+  hosts: [pc]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: pc}}]
+    timeout: 30s
+  - route: [{destination: {host: pc}}]
+",
+    );
+    until_vs(&skiff, &mesh("pc")).await;
+    let cluster = "outbound|||pc.default.svc.cluster.local";
+
+    // The cluster as the DestinationRule makes it.
+    let c = cluster_view(&skiff, cluster);
+    assert_eq!(c["kind"], "destination", "{c:#}");
+    assert_eq!(c["revisions"][0]["revision"], "default/pc-00001", "{c:#}");
+    assert_eq!(
+        (&c["endpoints"], &c["healthy_endpoints"]),
+        (&1.into(), &1.into())
+    );
+    let cb = &c["circuit_breakers"];
+    assert_eq!(cb["max_connections"], 1, "{c:#}");
+    assert_eq!(cb["max_pending_requests"], 1, "{c:#}");
+    assert_eq!(cb["max_requests"], Value::Null, "unlimited: {c:#}");
+    let od = &c["outlier_detection"];
+    assert_eq!(od["consecutive_5xx_errors"], 2, "{c:#}");
+    assert_eq!(od["base_ejection_time_ms"], 300_000, "{c:#}");
+    assert_eq!(od["ejections_active"], 0, "{c:#}");
+
+    // The routes: the VirtualService's rules in order on the cluster-local
+    // listener, Knative's route on the external one.
+    let routes = proxy_config(&skiff, "routes");
+    let local = skiff.local_gateway.to_string();
+    let vh = routes["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == mesh("pc") && h["listener"] == local.as_str())
+        .unwrap_or_else(|| panic!("no virtual host for pc: {routes:#}"));
+    assert_eq!(
+        vh["rules"][0]["matches"][0]["uri"]["prefix"], "/api",
+        "{vh:#}"
+    );
+    assert_eq!(vh["rules"][0]["timeout_ms"], 30_000, "{vh:#}");
+    assert_eq!(
+        vh["rules"][1]["action"]["destinations"][0]["cluster"], cluster,
+        "{vh:#}"
+    );
+    let external = routes["knative"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"] == ext("pc"))
+        .unwrap_or_else(|| panic!("no Knative route for pc: {routes:#}"));
+    assert_eq!(external["listeners"][0], skiff.gateway.to_string());
+    assert_eq!(external["traffic"][0]["percent"], 100);
+
+    // One request holds the only connection, a second waits for it, a
+    // third overflows: what the clients see is what proxy-config counts.
+    let held = |n: usize| {
+        let url = skiff.local_url(&format!("/?sleep=120s&n={n}"));
+        tokio::spawn(async move {
+            let _ = send(&support::client(), "GET", &url, &mesh("pc"), &[], "").await;
+        })
+    };
+    let first = held(1);
+    cluster_until(&skiff, cluster, |c| {
+        c["circuit_breakers"]["active_connections"] == 1
+    });
+    let second = held(2);
+    let c = cluster_until(&skiff, cluster, |c| {
+        c["circuit_breakers"]["pending_requests"] == 1
+    });
+    assert_eq!(c["circuit_breakers"]["active_requests"], 2, "{c:#}");
+    let r = must(
+        &support::client(),
+        "GET",
+        &skiff.local_url("/"),
+        &mesh("pc"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.headers["x-skiff-flags"]),
+        (503, &"UO".parse::<http::HeaderValue>().unwrap()),
+        "{r:?}"
+    );
+    let c = cluster_view(&skiff, cluster);
+    let cb = &c["circuit_breakers"];
+    assert_eq!(cb["rq_pending_overflow"], 1, "{c:#}");
+    assert_eq!(cb["rq_pending_total"], 1, "{c:#}");
+    assert_eq!(cb["active_requests"], 2, "{c:#}");
+    let (header, rows) = table_lines(&skiff, "clusters", cluster);
+    for col in [
+        "NAME",
+        "CONNECTIONS",
+        "PENDING",
+        "REQUESTS",
+        "OVERFLOWS",
+        "EJECTED",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    let cells: Vec<&str> = rows[0].split_whitespace().collect();
+    // NAME TYPE REVISIONS ENDPOINTS LB CONNECTIONS PENDING REQUESTS OVERFLOWS
+    assert_eq!(
+        cells[..9],
+        [
+            cluster,
+            "destination",
+            "pc-00001",
+            "1/1",
+            "LEAST_REQUEST",
+            "1/1",
+            "1/1",
+            "2",
+            "1"
+        ],
+        "{rows:?}"
+    );
+    // Clients that give up free what they held.
+    first.abort();
+    second.abort();
+    cluster_until(&skiff, cluster, |c| {
+        let cb = &c["circuit_breakers"];
+        cb["active_requests"] == 0 && cb["active_connections"] == 0 && cb["pending_requests"] == 0
+    });
+
+    // Two 500s in a row eject the instance; then nothing is healthy.
+    let client = support::client();
+    let mut five_hundreds = 0;
+    loop {
+        let r = must(
+            &client,
+            "GET",
+            &skiff.local_url("/?status=500"),
+            &mesh("pc"),
+            &[],
+        )
+        .await;
+        match r.status {
+            500 => five_hundreds += 1,
+            503 => {
+                assert_eq!(r.headers["x-skiff-flags"], "UH", "{r:?}");
+                break;
+            }
+            s => panic!("unexpected {s}: {r:?}"),
+        }
+        assert!(
+            five_hundreds <= 2,
+            "still not ejected after {five_hundreds} 500s"
+        );
+    }
+    assert_eq!(five_hundreds, 2);
+    let eps = proxy_config(&skiff, "endpoints");
+    let mine: Vec<&Value> = eps["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["revision"] == "default/pc-00001")
+        .collect();
+    let clusters: Vec<&str> = mine
+        .iter()
+        .map(|e| e["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(clusters, ["default/pc-00001", cluster], "{eps:#}");
+    for e in &mine {
+        // The ejection is the instance's: it shows in every cluster.
+        assert_eq!(e["ejected"], true, "{e:#}");
+        assert_eq!(e["ejections"], 1, "{e:#}");
+        assert_eq!(e["errors"], 2, "the two 500s: {e:#}");
+        assert_eq!(e["status"], "HEALTHY", "running, not draining: {e:#}");
+        assert_eq!(e["in_flight"], 0, "{e:#}");
+        assert!(e["ejected_until"].is_string(), "{e:#}");
+    }
+    let c = cluster_view(&skiff, cluster);
+    assert_eq!(c["healthy_endpoints"], 0, "{c:#}");
+    assert_eq!(c["outlier_detection"]["ejections_active"], 1, "{c:#}");
+    assert_eq!(
+        c["outlier_detection"]["ejections_enforced_total"], 1,
+        "{c:#}"
+    );
+    assert_eq!(c["stats"]["upstream_cx_none_healthy"], 1, "{c:#}");
+
+    // The tables, with istioctl's columns.
+    let (header, rows) = table_lines(&skiff, "endpoints", "pc-00001");
+    let columns: Vec<&str> = header
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "ENDPOINT",
+            "STATUS",
+            "OUTLIER CHECK",
+            "CLUSTER",
+            "REVISION",
+            "IN-FLIGHT",
+            "REQUESTS",
+            "ERRORS",
+            "EJECTIONS",
+            "EJECTED FOR"
+        ]
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1..3], ["HEALTHY", "FAILED"], "{row}");
+    }
+    let (header, rows) = table_lines(&skiff, "routes", &mesh("pc"));
+    assert!(header.starts_with("LISTENER"), "{header}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("/api*") && r.contains("vs default/pc")),
+        "{rows:?}"
+    );
+    let (header, rows) = table_lines(&skiff, "listeners", &local);
+    assert!(header.starts_with("ADDRESS"), "{header}");
+    assert!(rows[0].contains("cluster-local"), "{rows:?}");
+}

@@ -328,17 +328,29 @@ impl Backend {
         );
     }
 
+    /// Knative's throttler: with a small containerConcurrency the activator
+    /// fills the first instances (so the others can scale away); otherwise
+    /// instances take turns.
+    fn fills_first(&self) -> bool {
+        self.in_proxy_mode() && (1..=3).contains(&self.container_concurrency())
+    }
+
+    /// How an instance is picked now, in Envoy's words (`proxy-config`).
+    pub fn balancing(&self) -> &'static str {
+        if self.fills_first() {
+            "FIRST_AVAILABLE"
+        } else {
+            "ROUND_ROBIN"
+        }
+    }
+
     fn pick(&self, tried: &[usize]) -> Option<Arc<Endpoint>> {
         let eps = self.endpoints.load();
         let n = eps.len();
         if n == 0 {
             return None;
         }
-        let cc = self.container_concurrency();
-        // Knative's throttler: small containerConcurrency fills the first
-        // instances (so the others can scale away), else round robin.
-        let first_available = self.in_proxy_mode() && (1..=3).contains(&cc);
-        let start = if n == 1 || first_available {
+        let start = if n == 1 || self.fills_first() {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed)

@@ -4,7 +4,7 @@
 //! counters and pooled connections survive configuration changes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,9 @@ pub struct Endpoint {
     /// The revision's containerConcurrency: slots per instance, 0 = no limit.
     capacity: AtomicUsize,
     requests: ShardedCounter,
+    /// Requests that failed here: a 5xx from the app, a failed connect, a
+    /// reset or a timeout (rare: a plain atomic).
+    errors: AtomicU64,
     /// What the autoscaler is told every second.
     pub(crate) stats: RequestStats,
     /// Set when the instance starts to drain: no new slots are handed out.
@@ -218,6 +221,7 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
             requests: ShardedCounter::default(),
+            errors: AtomicU64::new(0),
             stats: RequestStats::default(),
             draining: AtomicBool::new(false),
             retired: AtomicBool::new(false),
@@ -235,6 +239,18 @@ impl Endpoint {
 
     pub fn requests(&self) -> u64 {
         self.requests.get()
+    }
+
+    /// Requests that failed at this instance so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Count a failed request: a 5xx from the app, a failed connect, a
+    /// reset or a timeout.
+    #[inline]
+    pub(crate) fn note_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Slots per instance (`containerConcurrency`; 0 = unlimited).

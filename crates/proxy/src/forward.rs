@@ -194,7 +194,11 @@ async fn forward_to(
         if let Some(down) = upgrade.take() {
             // One attempt: the client's side of the upgrade is spent on it.
             let r = upgrade::forward(&ep, req, down, slot, &ConnOpts::DEFAULT, ());
-            return match tokio::time::timeout_at(deadline, r).await {
+            let result = tokio::time::timeout_at(deadline, r).await;
+            if !matches!(result, Ok(Ok(_))) {
+                ep.note_error();
+            }
+            return match result {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(SendError::NotSent { reason, .. })) => {
                     respond(local_reply::connection_failure(
@@ -218,8 +222,20 @@ async fn forward_to(
         let sent =
             match tokio::time::timeout_at(deadline, ep.send(req, slot, &ConnOpts::DEFAULT)).await {
                 Ok(r) => r,
-                Err(_) => return timed_out(backend),
+                Err(_) => {
+                    ep.note_error();
+                    return timed_out(backend);
+                }
             };
+        match &sent {
+            Ok((resp, _)) if resp.status().is_server_error() => ep.note_error(),
+            Err(SendError::NotSent {
+                kind: NotSentKind::Connect,
+                ..
+            })
+            | Err(SendError::Failed { .. }) => ep.note_error(),
+            _ => {}
+        }
         match sent {
             Ok((resp, lease)) => {
                 if waited {

@@ -14,6 +14,7 @@ pub mod drain;
 mod endpoint;
 mod forward;
 mod headers;
+pub mod introspect;
 pub mod istio;
 pub mod listeners;
 pub mod metrics;

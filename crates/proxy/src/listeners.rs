@@ -148,11 +148,48 @@ struct Running {
     connections: Arc<AtomicUsize>,
 }
 
+/// What a running listener shares with [`LiveListeners`]: the same cells
+/// the manager and its accept loops update.
+#[derive(Clone)]
+struct Shared {
+    info: Arc<ArcSwap<ListenerInfo>>,
+    connections: Arc<AtomicUsize>,
+}
+
+/// A running listener at one moment.
+#[derive(Debug, Clone)]
+pub struct ListenerState {
+    pub info: Arc<ListenerInfo>,
+    /// Connections open now (accepted and not yet closed).
+    pub connections: usize,
+}
+
+/// A read-only view of the running listeners for `proxy-config`, usable
+/// while the manager is owned by its task: the set is republished when
+/// listeners open or close; servers and connection counts are read live.
+#[derive(Clone, Default)]
+pub struct LiveListeners(Arc<ArcSwap<Vec<Shared>>>);
+
+impl LiveListeners {
+    /// The running listeners now, in address order.
+    pub fn snapshot(&self) -> Vec<ListenerState> {
+        self.0
+            .load()
+            .iter()
+            .map(|s| ListenerState {
+                info: s.info.load_full(),
+                connections: s.connections.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
 /// Opens, updates and closes the gateway's listeners.
 pub struct ListenerManager {
     workers: Vec<Handle>,
     handler: Arc<dyn ConnectionHandler>,
     running: BTreeMap<SocketAddr, Running>,
+    live: LiveListeners,
 }
 
 /// What [`ListenerManager::apply`] did.
@@ -268,6 +305,7 @@ impl ListenerManager {
             workers,
             handler,
             running: BTreeMap::new(),
+            live: LiveListeners::default(),
         }
     }
 
@@ -280,6 +318,24 @@ impl ListenerManager {
                 (*a, i.bound, i.tls, r.connections.load(Ordering::Relaxed))
             })
             .collect()
+    }
+
+    /// A view of the running listeners that stays current.
+    pub fn live(&self) -> LiveListeners {
+        self.live.clone()
+    }
+
+    /// Tell [`LiveListeners`] which listeners run now.
+    fn publish(&self) {
+        let set = self
+            .running
+            .values()
+            .map(|r| Shared {
+                info: r.info.clone(),
+                connections: r.connections.clone(),
+            })
+            .collect();
+        self.live.0.store(Arc::new(set));
     }
 
     /// Make the running listeners exactly `desired`: open new ones, update
@@ -349,6 +405,7 @@ impl ListenerManager {
                 Err(e) => report.failed.push((addr, e.to_string())),
             }
         }
+        self.publish();
         report
     }
 
@@ -468,6 +525,7 @@ impl ListenerManager {
     /// Returns how many connections were still open then.
     pub async fn drain(&mut self, timeout: Duration) -> usize {
         let all = std::mem::take(&mut self.running);
+        self.publish();
         let mut open = Vec::with_capacity(all.len());
         for (_, r) in all {
             let _ = r.stop.send(true);
@@ -557,18 +615,28 @@ mod tests {
         assert!(ask(bound, b"x").await.contains("redirect=true servers=1"));
         // Asked for port 0, it is known by its bound address from now on.
         assert_eq!(m.listeners()[0].0, bound);
+        let live = m.live();
+        assert_eq!(live.snapshot()[0].info.addr, bound);
+        assert_eq!(live.snapshot()[0].info.servers.len(), 1);
         // Update in place: same socket, new servers.
         let r = m.apply(vec![ListenerSpec::plain(bound, vec![])]).await;
         assert_eq!(r.updated, [bound]);
         assert!(ask(bound, b"x").await.contains("redirect=false servers=0"));
+        assert_eq!(
+            live.snapshot()[0].info.servers.len(),
+            0,
+            "updates show live"
+        );
         // A connection in flight survives the close and is told to finish.
         let mut inflight = TcpStream::connect(bound).await.unwrap();
         inflight.write_all(b"wait").await.unwrap();
         while m.listeners()[0].3 == 0 {
             tokio::task::yield_now().await;
         }
+        assert_eq!(live.snapshot()[0].connections, 1);
         let r = m.apply(vec![]).await;
         assert_eq!(r.closed, [bound]);
+        assert!(live.snapshot().is_empty());
         let mut out = String::new();
         inflight.read_to_string(&mut out).await.unwrap();
         assert!(out.starts_with("client=127.0.0.1"), "{out}");

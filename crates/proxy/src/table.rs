@@ -31,6 +31,8 @@ pub struct HostRoute {
     pub name: Box<str>,
     split: Split,
     targets: Box<[Arc<Backend>]>,
+    /// Each target's percent, as the route's traffic says (`proxy-config`).
+    percents: Box<[u32]>,
     counters: Box<[Arc<RequestCounters>]>,
 }
 
@@ -52,6 +54,11 @@ impl HostRoute {
 
     pub fn targets(&self) -> &[Arc<Backend>] {
         &self.targets
+    }
+
+    /// Every target with its percent of the traffic.
+    pub fn traffic(&self) -> impl Iterator<Item = (&Arc<Backend>, u32)> {
+        self.targets.iter().zip(self.percents.iter().copied())
     }
 }
 
@@ -169,6 +176,7 @@ impl TableBuilder {
             name: name.into(),
             split: Split::new(&weights),
             targets: targets.iter().map(|t| t.backend.clone()).collect(),
+            percents: weights.into_boxed_slice(),
             counters: targets.iter().map(|t| t.counters.clone()).collect(),
         });
         let map = if local {

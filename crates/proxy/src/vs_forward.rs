@@ -499,7 +499,17 @@ struct Attempts<'a> {
 }
 
 impl Attempts<'_> {
+    /// How an attempt at `ep` ended: its error count, and the cluster's
+    /// outlier detection.
     fn report(&self, ep: &crate::Endpoint, r: OutlierResult) {
+        let failed = match r {
+            OutlierResult::Http(status) => status >= 500,
+            OutlierResult::ConnectSuccess => false,
+            OutlierResult::ConnectFailed | OutlierResult::Timeout | OutlierResult::Reset => true,
+        };
+        if failed {
+            ep.note_error();
+        }
         if let Some(d) = &self.cluster.outlier {
             d.report(&ep.outlier, r, MonoTime::now());
         }

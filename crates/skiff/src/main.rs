@@ -102,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Route(cmd) => cli::kn::route(&client(), cmd).await,
         Command::Logs(args) => cli::logs::run(&client(), args).await,
         Command::Analyze(args) => cli::analyze::run(client, args).await,
+        Command::ProxyConfig(args) => cli::proxy_config::run(&client(), args).await,
         Command::Example { .. } | Command::Validate(_) | Command::Autoscaler(_) => {
             unreachable!("handled before the runtime starts")
         }

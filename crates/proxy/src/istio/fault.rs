@@ -83,6 +83,18 @@ impl Fault {
         Ok(Fault { delay, abort })
     }
 
+    /// The injected delay and the share of requests it hits, in parts per
+    /// million (for `proxy-config`).
+    pub fn delay(&self) -> Option<(Duration, u32)> {
+        self.delay
+    }
+
+    /// The injected abort and the share of requests it hits, in parts per
+    /// million.
+    pub fn abort(&self) -> Option<(AbortKind, u32)> {
+        self.abort
+    }
+
     /// Decide with explicit rolls in `0..1_000_000` (for tests).
     pub fn decide_with(&self, delay_roll: u32, abort_roll: u32) -> FaultDecision {
         FaultDecision {

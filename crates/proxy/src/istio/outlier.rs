@@ -176,6 +176,15 @@ impl HostOutlier {
         self.ejected_at.load(Ordering::Relaxed) != 0
     }
 
+    /// Errors in a row now counted toward a `consecutive5xxErrors` and a
+    /// `consecutiveGatewayErrors` ejection.
+    pub fn consecutive_errors(&self) -> (u32, u32) {
+        (
+            self.consecutive_5xx.load(Ordering::Relaxed),
+            self.consecutive_gateway.load(Ordering::Relaxed),
+        )
+    }
+
     /// Times ejected so far.
     pub fn ejections(&self) -> u64 {
         self.num_ejections.load(Ordering::Relaxed)

@@ -179,6 +179,34 @@ impl Redirect {
         }
     }
 
+    /// What the redirect changes in the request's URL, for `proxy-config`:
+    /// e.g. `scheme https, authority shop.example.com, uri /v2`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.scheme {
+            parts.push(format!("scheme {s}"));
+        }
+        if let Some(a) = &self.authority {
+            parts.push(format!("authority {a}"));
+        }
+        match self.port {
+            RedirectPort::Unset => {}
+            RedirectPort::Explicit(p) => parts.push(format!("port {p}")),
+            RedirectPort::FromRequest => parts.push("port from the request".into()),
+            RedirectPort::ProtocolDefault => parts.push("port of the scheme".into()),
+        }
+        match &self.path {
+            RedirectPath::Keep => {}
+            RedirectPath::Replace(p) => parts.push(format!("uri {p}")),
+            RedirectPath::Prefix(p) => parts.push(format!("prefix {p}")),
+        }
+        if parts.is_empty() {
+            "same URL".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// The `Location` for `req`. `matched_len` as for [`Rewrite::path`].
     pub fn location(&self, req: &RequestView<'_>, matched_len: usize) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
@@ -371,6 +399,16 @@ mod tests {
             );
             assert_eq!(r.status.as_u16(), *code, "{yaml}");
         }
+    }
+
+    #[test]
+    fn redirects_describe_what_they_change() {
+        assert_eq!(Redirect::https().describe(), "scheme https");
+        assert_eq!(
+            redirect("{authority: a.example.com, port: 9090, prefixRewrite: /v2}").describe(),
+            "authority a.example.com, port 9090, prefix /v2"
+        );
+        assert_eq!(redirect("{redirectCode: 302}").describe(), "same URL");
     }
 
     #[test]

@@ -131,6 +131,11 @@ impl Mirror {
     pub fn sample_with(&self, roll: u32) -> bool {
         roll < self.ppm
     }
+
+    /// The share of requests mirrored, in parts per million.
+    pub fn ppm(&self) -> u32 {
+        self.ppm
+    }
 }
 
 /// Envoy appends this to the Host/authority of mirrored requests.
@@ -153,23 +158,33 @@ pub enum Action {
 }
 
 #[derive(Debug)]
-enum HeaderKey {
+pub(crate) enum HeaderKey {
     Name(HeaderName),
     Pseudo(&'static str),
 }
 
+impl HeaderKey {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            HeaderKey::Name(n) => n.as_str(),
+            HeaderKey::Pseudo(p) => p,
+        }
+    }
+}
+
+/// One compiled `match` entry (its fields are ANDed).
 #[derive(Debug)]
-struct CompiledMatch {
+pub(crate) struct CompiledMatch {
     /// `rule.match` name for `%ROUTE_NAME%`.
-    route_name: Box<str>,
-    uri: Option<Matcher>,
-    scheme: Option<Matcher>,
-    method: Option<Matcher>,
-    authority: Option<Matcher>,
-    headers: Box<[(HeaderKey, Matcher)]>,
-    without_headers: Box<[(HeaderKey, Matcher)]>,
-    query: Box<[(Box<str>, Matcher)]>,
-    port: Option<u16>,
+    pub(crate) route_name: Box<str>,
+    pub(crate) uri: Option<Matcher>,
+    pub(crate) scheme: Option<Matcher>,
+    pub(crate) method: Option<Matcher>,
+    pub(crate) authority: Option<Matcher>,
+    pub(crate) headers: Box<[(HeaderKey, Matcher)]>,
+    pub(crate) without_headers: Box<[(HeaderKey, Matcher)]>,
+    pub(crate) query: Box<[(Box<str>, Matcher)]>,
+    pub(crate) port: Option<u16>,
 }
 
 impl CompiledMatch {
@@ -242,6 +257,13 @@ pub struct HttpRule {
     pub mirrors: Box<[Mirror]>,
     pub cors: Option<Cors>,
     pub headers: HeaderRules,
+}
+
+impl HttpRule {
+    /// The rule's `match` entries (ORed; empty: matches everything).
+    pub(crate) fn matches(&self) -> &[CompiledMatch] {
+        &self.matches
+    }
 }
 
 /// The outcome of matching: the rule, and what the request's path matched.

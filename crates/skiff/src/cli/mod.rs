@@ -8,6 +8,7 @@ pub mod describe;
 pub mod get;
 pub mod kn;
 pub mod logs;
+pub mod proxy_config;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -65,6 +66,11 @@ pub enum Command {
     /// Find the misconfigurations behind empty replies and 503s (in what the
     /// server holds, or in manifests with -f), with evidence and fixes.
     Analyze(AnalyzeArgs),
+    /// Show what the gateway is doing now (like istioctl proxy-config):
+    /// routes, clusters with live circuit-breaker counts, endpoints with
+    /// their health and ejections, listeners.
+    #[command(name = "proxy-config", visible_alias = "pc")]
+    ProxyConfig(ProxyConfigArgs),
     /// Replay or simulate the KPA autoscaler's decisions (offline).
     #[command(subcommand)]
     Autoscaler(AutoscalerCommand),
@@ -290,6 +296,37 @@ pub struct AnalyzeArgs {
     /// How long the apps keep idle connections (Node.js: 5s).
     #[arg(long, default_value = "5s", value_parser = analyze::parse_duration)]
     pub upstream_keepalive: std::time::Duration,
+}
+
+/// What `skiff proxy-config` shows.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProxyConfigKind {
+    /// VirtualService rules per listener and host, and Knative's routes.
+    #[value(alias = "route", alias = "r")]
+    Routes,
+    /// Revisions and VirtualService destinations: policy, circuit
+    /// breakers, outlier detection, requests in flight and queued.
+    #[value(alias = "cluster", alias = "c")]
+    Clusters,
+    /// Every instance in every cluster: health, ejection, counts.
+    #[value(alias = "endpoint", alias = "ep")]
+    Endpoints,
+    /// The running listeners: addresses, TLS, Gateway servers, connections.
+    #[value(alias = "listener", alias = "l")]
+    Listeners,
+}
+
+#[derive(Args)]
+pub struct ProxyConfigArgs {
+    pub kind: ProxyConfigKind,
+    /// Only clusters (and their endpoints) whose name contains this.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Only routes for hosts containing this.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    #[arg(short, long)]
+    pub output: Option<Output>,
 }
 
 #[derive(Args)]

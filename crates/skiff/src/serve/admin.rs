@@ -1,8 +1,10 @@
 //! The admin REST API: Kubernetes-style paths for the served kinds, plus
-//! Skiff's all-or-nothing apply and log streaming. Every request needs the
-//! bearer token `skiff serve` wrote into the data directory.
+//! Skiff's all-or-nothing apply, log streaming and the gateway's live
+//! configuration (`proxy-config`). Every request needs the bearer token
+//! `skiff serve` wrote into the data directory.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
@@ -18,6 +20,10 @@ use skiff_api::config::{self, ClusterConfig, SYSTEM_NAMESPACE};
 use skiff_api::object::{self, DynamicObject, ObjectKey, ResourceKind};
 use skiff_api::{apply as apply_merge, labels, parse};
 use skiff_controller::LiveConfig;
+use skiff_proxy::Gateway;
+use skiff_proxy::introspect;
+use skiff_proxy::istio::time::MonoTime;
+use skiff_proxy::listeners::LiveListeners;
 use skiff_runtime::RevisionKey;
 use skiff_runtime::process::ProcessRuntime;
 use skiff_store::{EventType, SqliteStore, Store, StoreError, Write};
@@ -33,6 +39,9 @@ pub struct AdminState {
     /// The live configuration (ConfigMaps of knative-serving).
     pub config: LiveConfig,
     pub metrics: prometheus_client::registry::Registry,
+    /// The data plane, for `proxy-config`.
+    pub gateway: Arc<Gateway>,
+    pub listeners: LiveListeners,
 }
 
 type Shared = State<Arc<AdminState>>;
@@ -45,6 +54,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/apis/skiff.dev/v1/namespaces/{ns}/{plural}/{name}/logs",
             get(logs),
         )
+        .route("/debug/proxy-config/{kind}", get(proxy_config))
         .route("/api/{version}/{plural}", get(core_list_all))
         .route(
             "/api/{version}/namespaces/{ns}/{plural}",
@@ -609,6 +619,39 @@ async fn apply(
         })
         .collect();
     Ok(axum::Json(json!({ "results": results })).into_response())
+}
+
+/// What the gateway is doing now: `routes`, `clusters`, `endpoints` or
+/// `listeners`, as JSON.
+async fn proxy_config(State(s): Shared, Path(kind): Path<String>) -> ApiResult {
+    let table = s.gateway.table();
+    let (now, wall) = (MonoTime::now(), SystemTime::now());
+    Ok(match kind.as_str() {
+        "routes" => axum::Json(introspect::routes(&table, &s.listeners.snapshot())).into_response(),
+        "clusters" => {
+            axum::Json(introspect::clusters(&table, s.gateway.backends(), now)).into_response()
+        }
+        "endpoints" => axum::Json(introspect::endpoints(
+            &table,
+            s.gateway.backends(),
+            now,
+            wall,
+        ))
+        .into_response(),
+        "listeners" => {
+            axum::Json(introspect::listeners(&table, &s.listeners.snapshot())).into_response()
+        }
+        _ => {
+            return Err(status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!(
+                    "proxy-config has no {kind:?}: ask for routes, clusters, endpoints or listeners"
+                ),
+                vec![],
+            ));
+        }
+    })
 }
 
 #[derive(Deserialize)]

@@ -133,6 +133,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         port_map,
         front,
     )?;
+    let live_listeners = manager.live();
     let admin_listener = bind(&opts.admin, "admin API").await?;
     let admin_addr = admin_listener.local_addr()?;
     let health_listener = match &opts.health_listen {
@@ -215,6 +216,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         token,
         config,
         metrics,
+        gateway: gateway.clone(),
+        listeners: live_listeners,
     });
     let admin_task = tokio::spawn({
         let stopped = stopped();
