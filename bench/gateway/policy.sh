@@ -5,7 +5,7 @@
 # pool + outlier detection); nginx and HAProxy get the equivalent
 # configuration. All on 127.0.0.1, measured with wrk.
 #
-#   bench/gateway/policy.sh              # full run (about 5 minutes)
+#   bench/gateway/policy.sh              # full run (about 4 minutes)
 #   QUICK=1 bench/gateway/policy.sh      # smoke run: 1s, 1 run
 #
 # Environment:
