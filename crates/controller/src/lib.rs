@@ -51,7 +51,9 @@ pub use autoscaling::{Autoscaling, AutoscalingCollector};
 
 pub use config::LiveConfig;
 pub use drain::GatewayDrainer;
-pub use gateway_listeners::{ListenerPlan, ProxyProtocolListeners};
+pub use gateway_listeners::{
+    KNATIVE_INGRESS_GATEWAY, KNATIVE_LOCAL_GATEWAY, ListenerPlan, ProxyProtocolListeners,
+};
 
 use queue::WorkQueue;
 use reconcile::Ctx;

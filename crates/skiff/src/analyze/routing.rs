@@ -161,11 +161,18 @@ fn gateways(vs: &VirtualService, objs: &Objects, out: &mut Vec<Finding>) {
             continue;
         }
         let (gns, gname) = g.split_once('/').unwrap_or(("", &g));
+        let implicit = g == skiff_controller::KNATIVE_INGRESS_GATEWAY
+            || g == skiff_controller::KNATIVE_LOCAL_GATEWAY;
         let Some(gw) = objs
             .gateways
             .iter()
             .find(|x| x.metadata.namespace == gns && x.metadata.name == gname)
         else {
+            // Knative's gateways exist without an object: the default
+            // listeners serve them (every host).
+            if implicit {
+                continue;
+            }
             out.push(
                 Finding::new(
                     Severity::Error,
@@ -402,9 +409,23 @@ spec:
   http: [{route: [{destination: {host: hello}}]}]
 ",
         );
-        let codes: Vec<_> = codes(&y).into_iter().map(|(c, _)| c).collect();
-        assert!(codes.contains(&"SK1004"), "{codes:?}");
-        assert!(codes.contains(&"SK1005"), "{codes:?}");
+        let found: Vec<_> = codes(&y).into_iter().map(|(c, _)| c).collect();
+        assert!(found.contains(&"SK1004"), "{found:?}");
+        assert!(found.contains(&"SK1005"), "{found:?}");
+        // Knative's ingress gateway needs no object: the default listener
+        // serves it.
+        let y = with(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: [ab.example.com]
+  gateways: [knative-serving/knative-ingress-gateway]
+  http: [{route: [{destination: {host: hello}}]}]
+",
+        );
+        let implicit: Vec<_> = codes(&y).into_iter().map(|(c, _)| c).collect();
+        assert!(!implicit.contains(&"SK1004"), "{implicit:?}");
     }
 
     #[test]
