@@ -360,6 +360,35 @@ async fn blue_green_with_a_standalone_route_tags_and_config_domain() {
     .await;
     assert_eq!(local.body, "Hello Knative!\n");
 
+    // Tag header routing (config-features): on the main host, a request
+    // asking for tag v2 gets it; an unknown tag gets the main split.
+    skiff.apply(&configmap(
+        "config-features",
+        &[("tag-header-based-routing", "Enabled")],
+    ));
+    let with_tag = |tag: &str| {
+        support::curl(
+            &skiff.url("/"),
+            main,
+            &["-H", &format!("Knative-Serving-Tag: {tag}")],
+        )
+        .2
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while with_tag("v2") != "Hello Knative!\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tag header routing never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(with_tag("v2"), "Hello Knative!\n");
+        assert_eq!(with_tag("nope"), "Hello World!\n");
+    }
+    let seen = bodies(&skiff.url("/"), main, 50, 2).await;
+    assert_eq!(seen.get("Hello World!\n"), Some(&50), "{seen:?}");
+
     // Step 3: 50/50; step 4: all to v2.
     skiff.apply(BG_3);
     skiff.wait_for("route", "blue-green", WAIT, |o| {

@@ -4,12 +4,14 @@
 //! from the runtime) and Istio's part ([`crate::istio`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use skiff_api::config::ClusterConfig;
+use skiff_api::config::features::TAG_HEADER_BASED_ROUTING;
 use skiff_api::serving::Route;
 use skiff_proxy::istio::cluster_state::ClusterStates;
 use skiff_proxy::request_metrics::{Destination, RequestMetrics};
-use skiff_proxy::{Backends, RoutingTable, TableBuilder, Target};
+use skiff_proxy::{Backends, HostRoute, RoutingTable, TableBuilder, Target};
 use skiff_runtime::RevisionKey;
 
 use crate::gateway_listeners::Layout;
@@ -71,7 +73,12 @@ fn knative(
             continue;
         }
         let ns = &route.metadata.namespace;
-        for group in traffic::groups_of(&status.traffic) {
+        let tag_header_routing = config.features.enabled(TAG_HEADER_BASED_ROUTING);
+        let mut tag_routes: Vec<(String, Arc<HostRoute>)> = Vec::new();
+        // Tags first: with tag header routing the main route refers to them.
+        let mut groups = traffic::groups_of(&status.traffic);
+        groups.sort_by_key(|g| g.tag.is_none());
+        for group in groups {
             let hosts = match network::group_hosts(config, &route.metadata, group.tag.as_deref()) {
                 Ok(h) => h,
                 Err(e) => {
@@ -98,16 +105,35 @@ fn knative(
                     }
                 })
                 .collect();
+            if targets.is_empty() {
+                continue;
+            }
             let name = match &group.tag {
                 Some(t) => format!("{ns}/{} (tag {t})", route.metadata.name),
                 None => format!("{ns}/{}", route.metadata.name),
             };
+            let mut host_route = HostRoute::new(&name, &targets);
+            if tag_header_routing {
+                host_route = match &group.tag {
+                    Some(t) => host_route.marked_with_tag(t),
+                    None => host_route.with_tag_routes(
+                        tag_routes
+                            .iter()
+                            .map(|(t, r)| (t.as_str(), r.clone()))
+                            .collect(),
+                    ),
+                };
+            }
+            let host_route = Arc::new(host_route);
             // External hosts only on the external listener; every route's
             // cluster-local names only on the local one.
             if let Some(ext) = &hosts.external {
-                b.route(&name, std::slice::from_ref(ext), false, &targets);
+                b.insert(std::slice::from_ref(ext), false, &host_route);
             }
-            b.route(&name, &hosts.local, true, &targets);
+            b.insert(&hosts.local, true, &host_route);
+            if let Some(t) = group.tag {
+                tag_routes.push((t, host_route));
+            }
         }
     }
 }

@@ -151,6 +151,9 @@ async fn forward_to(
         upgrade.is_some(),
         conn.listener.xff_trusted_hops > 0,
     );
+    for (name, value) in route.set_headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
     let mut req = Request::from_parts(parts, UpstreamRequestBody::Client(body));
     let start = rq.start;
     let timeout = backend.timeout();

@@ -303,7 +303,7 @@ impl Gateway {
         }
         let scope = conn.listener.scope;
         let route = match table.lookup(host, scope.external, scope.local) {
-            Some(r) => r.clone(),
+            Some(r) => r.for_request(req.headers()).clone(),
             None => {
                 return respond(local_reply::no_route(&format!(
                     "no route matched host {host:?}: no Route serves this host on this listener (see `skiff get routes -A`)"

@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use crate::activator::Backend;
 use crate::cluster::Cluster;
 use crate::istio::authz::Authorizer;
@@ -34,7 +36,24 @@ pub struct HostRoute {
     /// Each target's percent, as the route's traffic says (`proxy-config`).
     percents: Box<[u32]>,
     counters: Box<[Arc<RequestCounters>]>,
+    /// Knative's tag header routing (config-features
+    /// `tag-header-based-routing`): on the route's main hosts, a request
+    /// with `Knative-Serving-Tag: T` goes to tag T's revision. Empty when
+    /// the feature is off or the route has no tags.
+    by_tag: Box<[(HeaderValue, Arc<HostRoute>)]>,
+    /// Headers set on every request forwarded on this route (with tag
+    /// header routing: `Knative-Serving-Default-Route: true` on the main
+    /// hosts, `Knative-Serving-Tag: T` on tag T's hosts).
+    set_headers: Box<[(HeaderName, HeaderValue)]>,
 }
+
+/// `Knative-Serving-Tag`: the tag a request asks for, and the tag a
+/// tag-host request is marked with.
+pub static SERVING_TAG: HeaderName = HeaderName::from_static("knative-serving-tag");
+/// `Knative-Serving-Default-Route: true` marks a request routed by the
+/// main split.
+pub static SERVING_DEFAULT_ROUTE: HeaderName =
+    HeaderName::from_static("knative-serving-default-route");
 
 /// One revision a route sends traffic to.
 pub struct Target {
@@ -45,6 +64,66 @@ pub struct Target {
 }
 
 impl HostRoute {
+    /// Route `targets` by their percents.
+    pub fn new(name: &str, targets: &[Target]) -> HostRoute {
+        let weights: Vec<u32> = targets.iter().map(|t| t.percent).collect();
+        HostRoute {
+            name: name.into(),
+            split: Split::new(&weights),
+            targets: targets.iter().map(|t| t.backend.clone()).collect(),
+            percents: weights.into_boxed_slice(),
+            counters: targets.iter().map(|t| t.counters.clone()).collect(),
+            by_tag: Box::default(),
+            set_headers: Box::default(),
+        }
+    }
+
+    /// The main route of a route with tag header routing on.
+    pub fn with_tag_routes(mut self, tags: Vec<(&str, Arc<HostRoute>)>) -> HostRoute {
+        self.by_tag = tags
+            .into_iter()
+            .filter_map(|(t, r)| Some((HeaderValue::from_str(t).ok()?, r)))
+            .collect();
+        self.set_headers = Box::new([(
+            SERVING_DEFAULT_ROUTE.clone(),
+            HeaderValue::from_static("true"),
+        )]);
+        self
+    }
+
+    /// A tag's route with tag header routing on: its requests say which
+    /// tag they came by.
+    pub fn marked_with_tag(mut self, tag: &str) -> HostRoute {
+        if let Ok(v) = HeaderValue::from_str(tag) {
+            self.set_headers = Box::new([(SERVING_TAG.clone(), v)]);
+        }
+        self
+    }
+
+    /// The route a request takes: a tag's, when it asks for a known tag
+    /// with `Knative-Serving-Tag`, else this one. An unknown tag gets the
+    /// main split, as in Knative.
+    #[inline]
+    pub fn for_request<'a>(self: &'a Arc<Self>, headers: &HeaderMap) -> &'a Arc<HostRoute> {
+        if self.by_tag.is_empty() {
+            return self;
+        }
+        match headers.get(&SERVING_TAG) {
+            Some(tag) => self
+                .by_tag
+                .iter()
+                .find(|(t, _)| t == tag)
+                .map_or(self, |(_, r)| r),
+            None => self,
+        }
+    }
+
+    /// Headers to set on every request forwarded on this route.
+    #[inline]
+    pub fn set_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.set_headers
+    }
+
     /// The next request's target: its backend and its metrics.
     #[inline]
     pub fn pick(&self) -> (&Arc<Backend>, &RequestCounters) {
@@ -171,14 +250,14 @@ impl TableBuilder {
         if targets.is_empty() {
             return;
         }
-        let weights: Vec<u32> = targets.iter().map(|t| t.percent).collect();
-        let route = Arc::new(HostRoute {
-            name: name.into(),
-            split: Split::new(&weights),
-            targets: targets.iter().map(|t| t.backend.clone()).collect(),
-            percents: weights.into_boxed_slice(),
-            counters: targets.iter().map(|t| t.counters.clone()).collect(),
-        });
+        self.insert(hosts, local, &Arc::new(HostRoute::new(name, targets)));
+    }
+
+    /// Serve `route` on `hosts`.
+    pub fn insert(&mut self, hosts: &[String], local: bool, route: &Arc<HostRoute>) {
+        if route.targets.is_empty() {
+            return;
+        }
         let map = if local {
             &mut self.local
         } else {
@@ -201,5 +280,66 @@ impl TableBuilder {
             local: self.local,
             istio: self.istio,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activator::Backends;
+    use crate::request_metrics::{Destination, RequestMetrics};
+
+    fn target(backends: &Backends, metrics: &RequestMetrics, rev: &str, percent: u32) -> Target {
+        Target {
+            backend: backends.get(&format!("default/{rev}")),
+            percent,
+            counters: metrics.get(Destination {
+                service: "hello.default.svc.cluster.local".into(),
+                revision: rev.into(),
+                namespace: "default".into(),
+                canonical_service: "hello".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn tag_header_routing_picks_the_tags_route() {
+        let (backends, metrics) = (Backends::default(), RequestMetrics::default());
+        let v2 = Arc::new(
+            HostRoute::new(
+                "default/hello (tag v2)",
+                &[target(&backends, &metrics, "hello-00002", 100)],
+            )
+            .marked_with_tag("v2"),
+        );
+        let main = Arc::new(
+            HostRoute::new(
+                "default/hello",
+                &[target(&backends, &metrics, "hello-00001", 100)],
+            )
+            .with_tag_routes(vec![("v2", v2.clone())]),
+        );
+        let mut h = HeaderMap::new();
+        assert!(Arc::ptr_eq(main.for_request(&h), &main));
+        h.insert(&SERVING_TAG, HeaderValue::from_static("v2"));
+        assert!(Arc::ptr_eq(main.for_request(&h), &v2));
+        h.insert(&SERVING_TAG, HeaderValue::from_static("v3"));
+        assert!(
+            Arc::ptr_eq(main.for_request(&h), &main),
+            "unknown tag: main split"
+        );
+        assert_eq!(main.set_headers()[0].0, SERVING_DEFAULT_ROUTE);
+        assert_eq!(
+            v2.set_headers()[0],
+            (SERVING_TAG.clone(), HeaderValue::from_static("v2"))
+        );
+        // Without the feature a route has neither.
+        let plain = Arc::new(HostRoute::new(
+            "default/hello",
+            &[target(&backends, &metrics, "hello-00001", 100)],
+        ));
+        h.insert(&SERVING_TAG, HeaderValue::from_static("v2"));
+        assert!(Arc::ptr_eq(plain.for_request(&h), &plain));
+        assert!(plain.set_headers().is_empty());
     }
 }
