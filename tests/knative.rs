@@ -1049,3 +1049,48 @@ async fn rollout_duration_moves_traffic_to_a_new_revision_in_steps() {
     assert_eq!(seen.get("Hello Two!\n"), Some(&50), "{seen:?}");
     skiff.wait_ready("ksvc", "hello");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revision_timeouts_bound_the_response_start_the_gaps_and_the_whole() {
+    let skiff = Skiff::start();
+    skiff.apply(
+        "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: slowpoke}
+spec:
+  template:
+    spec:
+      timeoutSeconds: 3
+      responseStartTimeoutSeconds: 1
+      idleTimeoutSeconds: 2
+      containers:
+        - image: gcr.io/knative-samples/autoscale-go
+",
+    );
+    skiff.wait_ready("ksvc", "slowpoke");
+    let host = "slowpoke.default.127.0.0.1.sslip.io";
+    let url = |q: &str| skiff.url(&format!("/?{q}"));
+
+    // No response within responseStartTimeoutSeconds: a 504 that says so.
+    let (exit, code, body) = curl(&url("sleep=2s"), host, &[]);
+    assert_eq!((exit, code.as_str()), (0, "504"), "{body}");
+    assert!(body.contains("responseStartTimeoutSeconds"), "{body}");
+
+    // Started at once, short gaps, done in time: the whole body.
+    let (exit, code, body) = curl(&url("bytes=2&drip=800ms"), host, &[]);
+    assert_eq!((exit, code.as_str()), (0, "200"), "{body}");
+    assert!(body.ends_with("xx"), "{body}");
+
+    // A gap longer than idleTimeoutSeconds, or a body still streaming at
+    // timeoutSeconds: the response is cut, and the client can tell (curl:
+    // 18, transfer closed with outstanding data), never a short 200 that
+    // looks complete.
+    for q in ["bytes=1&drip=2500ms", "bytes=4&drip=1200ms"] {
+        let (exit, code, body) = curl(&url(q), host, &[]);
+        assert_eq!(code, "200", "{q}: {body}");
+        assert_eq!(exit, 18, "{q}: {body}");
+    }
+    // The cut requests did not leave the revision stuck.
+    let (exit, code, _) = curl(&url(""), host, &[]);
+    assert_eq!((exit, code.as_str()), (0, "200"));
+}

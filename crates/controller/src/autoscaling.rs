@@ -229,6 +229,11 @@ impl Autoscaling {
         let e = st.entries.get_mut(&key).expect("inserted");
         e.backend
             .configure(e.settings.container_concurrency.max(0) as usize, timeout);
+        let secs = |s: Option<i64>| s.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64));
+        e.backend.set_stream_timeouts(
+            secs(rev.spec.response_start_timeout_seconds),
+            secs(rev.spec.idle_timeout_seconds),
+        );
         if e.published.is_none() {
             // A new revision: its bounds hold from the first instance on.
             self.shared.reconcile(&key, e, t);

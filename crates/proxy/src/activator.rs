@@ -114,6 +114,10 @@ pub struct Backend {
     next: AtomicUsize,
     capacity: AtomicUsize,
     timeout_ms: AtomicU64,
+    /// `responseStartTimeoutSeconds` (0: `timeoutSeconds`).
+    response_start_ms: AtomicU64,
+    /// `idleTimeoutSeconds` (0: none).
+    idle_ms: AtomicU64,
     /// The runtime knows this revision (else requests fail at once).
     known: AtomicBool,
     /// The activator is in the path (SKS mode Proxy).
@@ -161,6 +165,8 @@ impl Backend {
             next: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
             timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
+            response_start_ms: AtomicU64::new(0),
+            idle_ms: AtomicU64::new(0),
             known: AtomicBool::new(false),
             proxy: AtomicBool::new(true),
             waiting: AtomicUsize::new(0),
@@ -217,6 +223,32 @@ impl Backend {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.load(Ordering::Acquire))
+    }
+
+    /// The Revision's `responseStartTimeoutSeconds` and
+    /// `idleTimeoutSeconds` (`None`: not set).
+    pub fn set_stream_timeouts(&self, response_start: Option<Duration>, idle: Option<Duration>) {
+        let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis().max(1) as u64);
+        self.response_start_ms
+            .store(ms(response_start), Ordering::Release);
+        self.idle_ms.store(ms(idle), Ordering::Release);
+    }
+
+    /// How long the app has to start its response: `responseStartTimeoutSeconds`,
+    /// bounded by `timeoutSeconds`.
+    pub fn response_start_timeout(&self) -> Duration {
+        match self.response_start_ms.load(Ordering::Acquire) {
+            0 => self.timeout(),
+            ms => Duration::from_millis(ms).min(self.timeout()),
+        }
+    }
+
+    /// The longest gap allowed between response body chunks.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.idle_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     pub fn container_concurrency(&self) -> usize {

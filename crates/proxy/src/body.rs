@@ -1,8 +1,10 @@
 //! Body types of the data path, as enums rather than boxed trait objects so
 //! that proxying a request allocates nothing for its bodies.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -56,6 +58,89 @@ impl Body for UpstreamRequestBody {
     }
 }
 
+/// Why a response body stopped before its end.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The instance's connection failed.
+    Upstream(hyper::Error),
+    /// The revision's `timeoutSeconds` or `idleTimeoutSeconds` ran out
+    /// while the response streamed: it is cut, as Knative's queue-proxy
+    /// cuts it (the client sees an incomplete response, never a complete
+    /// one that is short).
+    Timeout(&'static str),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Upstream(e) => write!(f, "upstream: {e}"),
+            BodyError::Timeout(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Upstream(e) => Some(e),
+            BodyError::Timeout(_) => None,
+        }
+    }
+}
+
+/// A revision's limits on a response that is still streaming: the whole
+/// request within `timeoutSeconds` of its start, and (if set) no gap
+/// between body chunks longer than `idleTimeoutSeconds`. The timer is only
+/// created when the body has to wait, so a response that arrives whole
+/// costs nothing.
+pub(crate) struct StreamLimits {
+    total: tokio::time::Instant,
+    idle: Option<Duration>,
+    /// When the last body chunk came (idle timeout only).
+    last_data: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StreamLimits {
+    pub(crate) fn new(total: tokio::time::Instant, idle: Option<Duration>) -> StreamLimits {
+        StreamLimits {
+            total,
+            idle,
+            last_data: tokio::time::Instant::now(),
+            timer: None,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn data(&mut self) {
+        if self.idle.is_some() {
+            self.last_data = tokio::time::Instant::now();
+        }
+    }
+
+    /// Ready with the reason when a limit ran out.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
+        let idle_at = self.idle.map(|d| self.last_data + d);
+        let (at, why) = match idle_at {
+            Some(i) if i < self.total => (
+                i,
+                "the response stopped for longer than the revision's idleTimeoutSeconds",
+            ),
+            _ => (
+                self.total,
+                "the response did not finish within the revision's timeoutSeconds",
+            ),
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        timer.as_mut().poll(cx).map(|()| why)
+    }
+}
+
 /// Body of a response sent to the client.
 pub enum ProxyBody {
     /// A response Skiff generated itself that is logged when it has been
@@ -86,15 +171,25 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Upstream { body, lease } => {
                 let r = Pin::new(body).poll_frame(cx);
+                if r.is_pending()
+                    && let Some(l) = lease.as_mut()
+                    && let Some(limits) = l.limits.as_mut()
+                    && let Poll::Ready(why) = limits.poll_expired(cx)
+                {
+                    if let Some(l) = lease.take() {
+                        l.finish(false);
+                    }
+                    return Poll::Ready(Some(Err(BodyError::Timeout(why))));
+                }
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
                         if let (Some(l), Some(d)) = (lease.as_mut(), f.data_ref()) {
@@ -113,7 +208,7 @@ impl Body for ProxyBody {
                     }
                     _ => {}
                 }
-                r
+                r.map_err(BodyError::Upstream)
             }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Logged { body, log } => match body.take() {

@@ -164,6 +164,8 @@ pub struct Lease {
     /// What else the request holds until its body ends (circuit-breaker
     /// guards, its access log record): set by the policy path only.
     pub(crate) extras: Option<Box<crate::access::Extras>>,
+    /// The revision's limits on streaming the response body.
+    pub(crate) limits: Option<crate::body::StreamLimits>,
 }
 
 impl Lease {
@@ -175,6 +177,7 @@ impl Lease {
             max_uses: 0,
             slot,
             extras: None,
+            limits: None,
         }
     }
 
@@ -191,11 +194,14 @@ impl Lease {
         }
     }
 
-    /// Count response body bytes for the access log.
+    /// Count response body bytes for the access log (and the idle timer).
     #[inline]
     pub(crate) fn sent(&mut self, n: usize) {
         if let Some(x) = &mut self.extras {
             x.bytes_sent += n as u64;
+        }
+        if let Some(l) = &mut self.limits {
+            l.data();
         }
     }
 }
@@ -372,6 +378,7 @@ impl Endpoint {
             max_uses: opts.max_requests.unwrap_or(u32::MAX),
             slot,
             extras: None,
+            limits: None,
         };
         let result = if self.h2c {
             self.send_h2(request, opts).await

@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 
 use crate::activator::{Backend, Rejection, Slot};
-use crate::body::{ProxyBody, UpstreamRequestBody};
+use crate::body::{ProxyBody, StreamLimits, UpstreamRequestBody};
 use crate::endpoint::{ConnOpts, NotSentKind, SendError};
 use crate::headers;
 use crate::istio::authz::{AuthzRequest, Decision};
@@ -222,14 +222,26 @@ async fn forward_to(
                 Err(_) => timed_out(backend),
             };
         }
-        let sent =
-            match tokio::time::timeout_at(deadline, ep.send(req, slot, &ConnOpts::DEFAULT)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    ep.note_error();
-                    return timed_out(backend);
-                }
-            };
+        // The app must start its response within responseStartTimeoutSeconds
+        // of getting the request, and the whole request stays within
+        // timeoutSeconds.
+        let start_by = tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
+        let sent = match tokio::time::timeout_at(
+            start_by.min(deadline),
+            ep.send(req, slot, &ConnOpts::DEFAULT),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                ep.note_error();
+                return if start_by < deadline {
+                    response_start_timed_out(backend)
+                } else {
+                    timed_out(backend)
+                };
+            }
+        };
         match &sent {
             Ok((resp, _)) if resp.status().is_server_error() => ep.note_error(),
             Err(SendError::NotSent {
@@ -240,7 +252,8 @@ async fn forward_to(
             _ => {}
         }
         match sent {
-            Ok((resp, lease)) => {
+            Ok((resp, mut lease)) => {
+                lease.limits = Some(StreamLimits::new(deadline, backend.idle_timeout()));
                 if waited {
                     backend.note_first_byte();
                 }
@@ -295,6 +308,14 @@ async fn forward_to(
             r
         }
     })
+}
+
+fn response_start_timed_out(backend: &Backend) -> Response<ProxyBody> {
+    respond(local_reply::upstream_timeout(&format!(
+        "revision {} did not start its response within {}s (its responseStartTimeoutSeconds)",
+        backend.revision,
+        backend.response_start_timeout().as_secs()
+    )))
 }
 
 fn timed_out(backend: &Backend) -> Response<ProxyBody> {

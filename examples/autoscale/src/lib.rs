@@ -15,6 +15,7 @@
 //! | `crash=CODE` | exit the process at once with that code (0..=255), no response  |
 //! | `reset=1`    | read the request body, count the request, then abort the TCP connection (RST) without responding |
 //! | `bytes=N`    | append `N` bytes of `x` to the body                             |
+//! | `drip=MS`    | send the `bytes` one at a time, `MS` apart (headers and report at once) |
 //!
 //! `sleep`, `prime` and `bloat` run concurrently, as in `autoscale-go`. The
 //! body is one line per action, in this order:
@@ -643,6 +644,7 @@ async fn respond(
             text.push_str(&report.lines);
             let mut response = reply(state, status, TEXT_PLAIN, text);
             response.body_mut().fill = params.bytes;
+            response.body_mut().drip = params.drip;
             response
         }
     };
@@ -660,6 +662,8 @@ fn reply(
     let mut response = Response::new(ReplyBody {
         head: body.into(),
         fill: 0,
+        drip: None,
+        timer: None,
     });
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -711,6 +715,7 @@ struct Params {
     crash: Option<i32>,
     reset: bool,
     bytes: u64,
+    drip: Option<Duration>,
 }
 
 impl Params {
@@ -767,6 +772,12 @@ impl Params {
                 "reset" => params.reset = parse_flag(value).ok_or_else(|| bad("1 or 0"))?,
                 "bytes" => {
                     params.bytes = value.parse().map_err(|_| bad("a number of bytes"))?;
+                }
+                "drip" => {
+                    params.drip =
+                        Some(parse_sleep(value).ok_or_else(|| {
+                            bad("milliseconds, or a number with a ms, s or m suffix")
+                        })?)
                 }
                 _ => {}
             }
@@ -900,6 +911,9 @@ pub fn largest_prime_at_most(n: u64) -> Option<u64> {
 struct ReplyBody {
     head: Bytes,
     fill: u64,
+    /// `drip`: the fill goes out one byte at a time, this long apart.
+    drip: Option<Duration>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 static XS: [u8; 16 * 1024] = [b'x'; 16 * 1024];
@@ -910,11 +924,22 @@ impl Body for ReplyBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if !this.head.is_empty() {
             return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut this.head)))));
+        }
+        if this.fill > 0
+            && let Some(gap) = this.drip
+        {
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+            std::task::ready!(timer.as_mut().poll(cx));
+            this.timer = None;
+            this.fill -= 1;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))));
         }
         if this.fill > 0 {
             let chunk = this.fill.min(XS.len() as u64);
@@ -1109,7 +1134,8 @@ mod tests {
 
     #[test]
     fn params() {
-        let p = Params::parse("sleep=100&prime=50&bloat=2&status=503&bytes=7&reset=1&x=y").unwrap();
+        let p = Params::parse("sleep=100&prime=50&bloat=2&status=503&bytes=7&reset=1&drip=5ms&x=y")
+            .unwrap();
         assert_eq!(
             p,
             Params {
@@ -1120,6 +1146,7 @@ mod tests {
                 crash: None,
                 reset: true,
                 bytes: 7,
+                drip: Some(Duration::from_millis(5)),
             }
         );
         assert_eq!(Params::parse("").unwrap(), Params::default());
@@ -1177,11 +1204,27 @@ mod tests {
         let body = ReplyBody {
             head: Bytes::from_static(b"head\n"),
             fill: 40_000,
+            drip: None,
+            timer: None,
         };
         assert_eq!(body.size_hint().exact(), Some(40_005));
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(bytes.len(), 40_005);
         assert!(bytes.starts_with(b"head\n"));
         assert!(bytes[5..].iter().all(|b| *b == b'x'));
+
+        // Dripped: one byte per frame.
+        let mut body = ReplyBody {
+            head: Bytes::from_static(b"h"),
+            fill: 3,
+            drip: Some(Duration::from_millis(1)),
+            timer: None,
+        };
+        let mut frames = 0;
+        while let Some(f) = body.frame().await {
+            f.unwrap();
+            frames += 1;
+        }
+        assert_eq!(frames, 4);
     }
 }
