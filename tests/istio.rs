@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
-use support::{Resp, Skiff, manifests, wait_for_zero};
+use support::{Resp, Skiff, manifests, request_with_headers as send, wait_for_zero};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ----------------------------------------------------------------- helpers
@@ -53,41 +53,6 @@ spec:
 {traffic}",
         labels.join(", ")
     )
-}
-
-/// One request with extra headers through `client`.
-async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    method: &str,
-    url: &str,
-    host: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<Resp, String> {
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("host", host);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = b
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok(Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
 }
 
 async fn must(

@@ -376,10 +376,26 @@ pub async fn request_with(
     host: &str,
     body: &str,
 ) -> Result<Resp, String> {
-    let req = http::Request::builder()
+    request_with_headers(client, method, url, host, &[], body).await
+}
+
+/// One request with extra headers through a given client.
+pub async fn request_with_headers(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Resp, String> {
+    let mut b = http::Request::builder()
         .method(method)
         .uri(url)
-        .header("host", host)
+        .header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| e.to_string())?;
     let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
