@@ -404,23 +404,13 @@ impl Endpoint {
         opts: &ConnOpts,
     ) -> Result<Response<Incoming>, SendError> {
         self.requests.inc();
-        let io = match self.connect(opts).await {
-            Ok(io) => io,
-            Err(reason) => {
+        let (mut sender, conn) = match self.open_h1(opts).await {
+            Ok(x) => x,
+            Err((reason, kind)) => {
                 return Err(SendError::NotSent {
                     request: Box::new(request),
                     reason,
-                    kind: NotSentKind::Connect,
-                });
-            }
-        };
-        let (mut sender, conn) = match http1::Builder::new().handshake(io).await {
-            Ok(x) => x,
-            Err(e) => {
-                return Err(SendError::NotSent {
-                    request: Box::new(request),
-                    reason: format!("HTTP/1.1 handshake with {}: {e}", self.addr),
-                    kind: NotSentKind::Closed,
+                    kind,
                 });
             }
         };
@@ -482,23 +472,13 @@ impl Endpoint {
                 },
             }
         }
-        let io = match self.connect(opts).await {
-            Ok(io) => io,
-            Err(reason) => {
+        let (mut sender, conn) = match self.open_h1(opts).await {
+            Ok(x) => x,
+            Err((reason, kind)) => {
                 return Err(SendError::NotSent {
                     request: Box::new(request),
                     reason,
-                    kind: NotSentKind::Connect,
-                });
-            }
-        };
-        let (mut sender, conn) = match http1::Builder::new().handshake(io).await {
-            Ok(x) => x,
-            Err(e) => {
-                return Err(SendError::NotSent {
-                    request: Box::new(request),
-                    reason: format!("HTTP/1.1 handshake with {}: {e}", self.addr),
-                    kind: NotSentKind::Closed,
+                    kind,
                 });
             }
         };
@@ -591,6 +571,29 @@ impl Endpoint {
                 }),
             },
         }
+    }
+
+    /// A new HTTP/1.1 connection; the caller drives it.
+    async fn open_h1(
+        &self,
+        opts: &ConnOpts,
+    ) -> Result<
+        (
+            http1::SendRequest<UpstreamRequestBody>,
+            http1::Connection<TokioIo<TcpStream>, UpstreamRequestBody>,
+        ),
+        (String, NotSentKind),
+    > {
+        let io = self
+            .connect(opts)
+            .await
+            .map_err(|reason| (reason, NotSentKind::Connect))?;
+        http1::Builder::new().handshake(io).await.map_err(|e| {
+            (
+                format!("HTTP/1.1 handshake with {}: {e}", self.addr),
+                NotSentKind::Closed,
+            )
+        })
     }
 
     async fn connect(&self, opts: &ConnOpts) -> Result<TokioIo<TcpStream>, String> {
