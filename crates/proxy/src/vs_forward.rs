@@ -423,7 +423,6 @@ pub(crate) async fn forward(
     }
     let hash_key = hash.as_ref().and_then(|h| h.key);
     let set_cookie = hash.and_then(|h| h.set_cookie);
-    let path_for_errors = format!("{} {}", method, parts.uri.path());
 
     let ctx = Attempts {
         cluster: &cluster,
@@ -434,8 +433,8 @@ pub(crate) async fn forward(
         other_host: rule.retry.other_host && hash_key.is_none(),
         hash_key,
         method,
+        uri: parts.uri.clone(),
         head,
-        what: path_for_errors,
     };
     let mut counters = None;
     let result = ctx
@@ -492,13 +491,26 @@ struct Attempts<'a> {
     other_host: bool,
     hash_key: Option<u64>,
     method: Method,
+    /// For error bodies (a clone shares the bytes).
+    uri: Uri,
     /// To send the request again after it went out.
     head: Option<Head>,
-    /// `METHOD /path` for error bodies.
-    what: String,
 }
 
 impl Attempts<'_> {
+    /// `METHOD /path of <rule> to revision R (addr)` for error bodies:
+    /// built only when one is written.
+    fn who(&self, backend: &crate::activator::Backend, ep: &crate::Endpoint) -> String {
+        format!(
+            "{} {} of {} to revision {} ({})",
+            self.method,
+            self.uri.path(),
+            self.rule_source,
+            backend.revision,
+            ep.addr
+        )
+    }
+
     /// How an attempt at `ep` ended: its error count, and the cluster's
     /// outlier detection.
     fn report(&self, ep: &crate::Endpoint, r: OutlierResult) {
@@ -634,8 +646,8 @@ impl Attempts<'_> {
             let whole = try_deadline == deadline;
             let timed_out = |what: &str| {
                 local_reply::upstream_timeout(&format!(
-                    "{} of {} to revision {} ({}) got no response within {}",
-                    self.what, self.rule_source, backend.revision, ep.addr, what
+                    "{} got no response within {what}",
+                    self.who(backend, &ep)
                 ))
             };
             let route_timeout = || match self.timeouts.total {
@@ -787,10 +799,7 @@ impl Attempts<'_> {
                 }
                 _ => "",
             };
-            let who = format!(
-                "{} of {} to revision {} ({})",
-                self.what, self.rule_source, backend.revision, ep.addr
-            );
+            let who = || self.who(backend, &ep);
             return match outcome {
                 Attempt::Response(resp, mut lease) => {
                     if retries_done > 0 && !resp.status().is_server_error() {
@@ -812,10 +821,10 @@ impl Attempts<'_> {
                 }
                 Attempt::Timeout => Err(timed_out("its perTryTimeout")),
                 Attempt::NotSent(NotSentKind::Connect, reason) => Err(
-                    local_reply::connection_failure(exhausted, &format!("{who}: {reason}")),
+                    local_reply::connection_failure(exhausted, &format!("{}: {reason}", who())),
                 ),
                 Attempt::NotSent(NotSentKind::Closed, reason) => {
-                    let mut r = local_reply::upstream_reset(false, &format!("{who}: {reason}"));
+                    let mut r = local_reply::upstream_reset(false, &format!("{}: {reason}", who()));
                     if exhausted {
                         r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
                     }
@@ -824,7 +833,8 @@ impl Attempts<'_> {
                 Attempt::Reset(reason) => Err(local_reply::upstream_reset(
                     false,
                     &format!(
-                        "{who}: the instance closed the connection before responding: {reason}{not_retried}"
+                        "{}: the instance closed the connection before responding: {reason}{not_retried}",
+                        who()
                     ),
                 )),
             };
