@@ -131,16 +131,26 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 
 /// A random id in UUID form (Envoy mints one when the client sent none).
 fn request_id() -> HeaderValue {
-    let (a, b) = (rand::next_u64(), rand::next_u64());
-    let s = format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        (b >> 48) & 0x3fff | 0x8000,
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).expect("hex digits and dashes")
+    let id = uuid(rand::next_u64(), rand::next_u64());
+    HeaderValue::from_bytes(&id).expect("hex digits and dashes")
+}
+
+/// A version 4 UUID from 128 random bits, as text: written in place, as
+/// this runs for nearly every request.
+fn uuid(a: u64, b: u64) -> [u8; 36] {
+    fn hex(out: &mut [u8], mut v: u64) {
+        for c in out.iter_mut().rev() {
+            *c = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+        }
+    }
+    let mut id = *b"00000000-0000-0000-0000-000000000000";
+    hex(&mut id[..8], a >> 32);
+    hex(&mut id[9..13], a >> 16);
+    hex(&mut id[14..18], 0x4000 | (a & 0x0fff));
+    hex(&mut id[19..23], 0x8000 | ((b >> 48) & 0x3fff));
+    hex(&mut id[24..], b);
+    id
 }
 
 fn earliest(a: Option<tokio::time::Instant>, b: tokio::time::Instant) -> tokio::time::Instant {
@@ -371,9 +381,7 @@ pub(crate) async fn forward(
     }
     rule.headers.request.apply(&mut parts.headers, &hctx);
     target.headers.request.apply(&mut parts.headers, &hctx);
-    if !parts.headers.contains_key(&REQUEST_ID) {
-        parts.headers.insert(REQUEST_ID.clone(), request_id());
-    }
+    parts.headers.entry(&REQUEST_ID).or_insert_with(request_id);
     if let Some(p) = rq.log.as_mut()
         && let Some(id) = parts.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
     {
@@ -861,6 +869,21 @@ mod tests {
         assert_eq!(s.len(), 36, "{s}");
         assert_eq!(s.as_bytes()[14], b'4');
         assert_ne!(request_id(), id);
+        for (a, b) in [
+            (0, 0),
+            (u64::MAX, u64::MAX),
+            (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210),
+        ] {
+            let want = format!(
+                "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xffff,
+                a & 0x0fff,
+                (b >> 48) & 0x3fff | 0x8000,
+                b & 0xffff_ffff_ffff
+            );
+            assert_eq!(std::str::from_utf8(&uuid(a, b)).unwrap(), want);
+        }
         let p = retry::RetryPolicy::istio_default();
         assert!(
             !needs_replay(&p, &Method::POST),
