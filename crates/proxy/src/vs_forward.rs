@@ -59,13 +59,13 @@ static ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-pat
 /// Request headers that steer Envoy's router; an edge proxy drops them from
 /// external clients (Envoy's header sanitizing), so a client cannot, say,
 /// give itself a longer timeout at the ingress gateway.
-const ROUTER_CONTROL_HEADERS: [&str; 6] = [
-    retry::RQ_TIMEOUT_HEADER,
-    retry::PER_TRY_TIMEOUT_HEADER,
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
-    "x-envoy-expected-rq-timeout-ms",
+static ROUTER_CONTROL_HEADERS: [HeaderName; 6] = [
+    HeaderName::from_static(retry::RQ_TIMEOUT_HEADER),
+    HeaderName::from_static(retry::PER_TRY_TIMEOUT_HEADER),
+    HeaderName::from_static("x-envoy-retry-on"),
+    HeaderName::from_static("x-envoy-retry-grpc-on"),
+    HeaderName::from_static("x-envoy-max-retries"),
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
 ];
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ATTEMPT_COUNT: HeaderName = HeaderName::from_static(ATTEMPT_COUNT_HEADER);
@@ -123,6 +123,13 @@ fn retries_after_send(p: &retry::RetryPolicy) -> bool {
 /// Must `method`'s request be kept to be sent again after it went out?
 fn needs_replay(p: &retry::RetryPolicy, method: &Method) -> bool {
     retries_after_send(p) && (!p.idempotent_only || retry::is_idempotent(method))
+}
+
+/// Does the request carry an `x-envoy-*` header, the prefix of every
+/// header that steers the router? A scan of the names, no hashing: nearly
+/// no request has one, and then it needs no lookups for them.
+fn has_envoy_headers(h: &HeaderMap) -> bool {
+    h.keys().any(|n| n.as_str().starts_with("x-envoy-"))
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
@@ -229,8 +236,9 @@ pub(crate) async fn forward(
     let (mut parts, body) = req.into_parts();
     // Only the mesh (the cluster-local listener, internal callers) may steer
     // the router with x-envoy-* headers; gateways sanitize them.
-    if !conn.listener.scope.local {
-        for h in ROUTER_CONTROL_HEADERS {
+    let steered = has_envoy_headers(&parts.headers);
+    if steered && !conn.listener.scope.local {
+        for h in &ROUTER_CONTROL_HEADERS {
             parts.headers.remove(h);
         }
     }
@@ -337,7 +345,11 @@ pub(crate) async fn forward(
         .and_then(|r| r.authority.clone())
         .or_else(|| rule.headers.authority.clone())
         .or_else(|| target.headers.authority.clone());
-    let timeouts = Timeouts::effective(rule.timeout, rule.retry.per_try_timeout, &parts.headers);
+    let timeouts = if steered {
+        Timeouts::effective(rule.timeout, rule.retry.per_try_timeout, &parts.headers)
+    } else {
+        Timeouts::configured(rule.timeout, rule.retry.per_try_timeout)
+    };
     let mirrors: Vec<&Mirror> = rule.mirrors.iter().filter(|m| m.sample()).collect();
 
     let mut flags = ResponseFlags::NONE;
