@@ -23,14 +23,13 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access::{Extras, protocol};
+use crate::access::protocol;
 use crate::activator::{Rejection, Slot};
 use crate::body::{ProxyBody, UpstreamRequestBody};
 use crate::cluster::{Choice, Cluster};
 use crate::endpoint::{NotSentKind, SendError};
 use crate::forward::{authorize, flags_of, prepare, rejected};
 use crate::headers;
-use crate::istio::circuit_breaker::Guard;
 use crate::istio::cluster_state::ClusterCounters;
 use crate::istio::cors::CorsAction;
 use crate::istio::flags::ResponseFlags;
@@ -93,6 +92,8 @@ impl Head {
 }
 
 /// How one attempt ended.
+// A response is the common outcome: boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     Response(Response<Incoming>, crate::endpoint::Lease),
     NotSent(NotSentKind, String),
@@ -561,7 +562,9 @@ impl Attempts<'_> {
             p.cluster = Some(cluster.name.clone());
         }
         cc.upstream_rq_total.inc();
-        let rq_guard = cluster.breaker.try_request().map_err(|_| {
+        // What the request holds on the cluster's breaker: the request, its
+        // connection, a retry. Given back when its response body ends.
+        let mut admission = cluster.breaker.try_request().map_err(|_| {
             local_reply::overflow(&format!(
                 "cluster {}: {} requests already active (http2MaxRequests {})",
                 cluster.name,
@@ -576,7 +579,6 @@ impl Attempts<'_> {
         let mut req = Some(req);
         let mut tried: Vec<usize> = Vec::new();
         let mut retries_done = 0u32;
-        let mut retry_guard: Option<Guard> = None;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -679,12 +681,11 @@ impl Attempts<'_> {
                     backend.timeout().as_secs()
                 ),
             };
-            // HTTP/1.1: the request needs a connection of its own.
-            let conn_guard = if ep.is_h2c() {
-                None
-            } else {
-                match tokio::time::timeout_at(deadline, cluster.breaker.connection()).await {
-                    Ok(Ok(g)) => Some(g),
+            // HTTP/1.1: the request needs a connection of its own. Only
+            // waiting for one needs the timer.
+            if !ep.is_h2c() && !admission.try_add_connection() {
+                match tokio::time::timeout_at(deadline, admission.wait_connection()).await {
+                    Ok(Ok(())) => {}
                     Ok(Err(_)) => {
                         let s = cluster.breaker.snapshot();
                         return Err(local_reply::overflow(&format!(
@@ -701,10 +702,9 @@ impl Attempts<'_> {
                         return Err(timed_out(&route_timeout()));
                     }
                 }
-            };
+            }
             if let Some(down) = on_upgrade.take() {
-                let hold = (rq_guard, conn_guard, retry_guard);
-                let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, hold);
+                let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, admission);
                 return match tokio::time::timeout_at(deadline, sent).await {
                     Ok(Ok(resp)) => Ok(resp),
                     Ok(Err(SendError::NotSent { reason, .. })) => {
@@ -778,11 +778,10 @@ impl Attempts<'_> {
             let can_resend = req.is_some() || self.head.is_some();
             let mut exhausted = false;
             match decision {
-                Ok(()) if can_resend => match cluster.breaker.try_retry() {
-                    Ok(g) => {
+                Ok(()) if can_resend => match admission.add_retry() {
+                    Ok(()) => {
                         drop(outcome);
-                        drop(conn_guard);
-                        retry_guard = Some(g);
+                        admission.release_connection();
                         retries_done += 1;
                         ClusterCounters::bump(&cc.upstream_rq_retry);
                         self.conn.gateway.stats().retry();
@@ -827,10 +826,7 @@ impl Attempts<'_> {
                     }
                     let (mut parts, body) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
-                    let extras = lease.extras.get_or_insert_with(Box::<Extras>::default);
-                    extras.request = Some(rq_guard);
-                    extras.connection = conn_guard;
-                    extras.retry = retry_guard;
+                    lease.admission = Some(admission);
                     Ok(Response::from_parts(
                         parts,
                         ProxyBody::Upstream {
