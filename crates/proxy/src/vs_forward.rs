@@ -161,6 +161,16 @@ fn uuid(a: u64, b: u64) -> [u8; 36] {
     id
 }
 
+/// The `x-envoy-attempt-count` value: attempts are few, so the common
+/// ones are static values (no allocation).
+fn attempt_count(n: u32) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n as usize) {
+        Some(d) => HeaderValue::from_static(d),
+        None => HeaderValue::from(n),
+    }
+}
+
 fn earliest(a: Option<tokio::time::Instant>, b: tokio::time::Instant) -> tokio::time::Instant {
     a.map_or(b, |a| a.min(b))
 }
@@ -310,10 +320,11 @@ pub(crate) async fn forward(
         }
     };
     let dest = &target.destination;
+    // Borrowed from the table this request holds: no reference count
+    // shared by every worker to bump.
     let Some(cluster) = dest
         .cluster
         .and_then(|i| table.istio.clusters.get(i as usize))
-        .cloned()
     else {
         return respond(local_reply::no_cluster(&format!(
             "destination {}{} of {} resolves to no cluster: no Knative Service answers on that host{}",
@@ -446,7 +457,7 @@ pub(crate) async fn forward(
     let set_cookie = hash.and_then(|h| h.set_cookie);
 
     let ctx = Attempts {
-        cluster: &cluster,
+        cluster,
         conn,
         rule_source: &rule.source,
         retry: &rule.retry,
@@ -593,7 +604,7 @@ impl Attempts<'_> {
                 ));
             };
             r.headers_mut()
-                .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+                .insert(ATTEMPT_COUNT.clone(), attempt_count(attempt));
             let tried_now: &[usize] = if self.other_host { &tried } else { &[] };
             let (mi, slot, waited) = match cluster.choose(self.hash_key, tried_now, MonoTime::now())
             {
@@ -872,6 +883,8 @@ mod tests {
             shadow_host("a.example.com:8080").unwrap(),
             "a.example.com-shadow:8080"
         );
+        assert_eq!(attempt_count(1), "1");
+        assert_eq!(attempt_count(12), "12");
         let id = request_id();
         let s = id.to_str().unwrap();
         assert_eq!(s.len(), 36, "{s}");
