@@ -431,7 +431,11 @@ pub(crate) async fn forward(
     } else {
         UpstreamRequestBody::Client(body)
     };
+    // A copy of the head only when the request may go out again after the
+    // app saw it (a retry on a response, a reset, a per-try timeout) or to
+    // a mirror: an attempt that sent nothing hands its request back.
     let head = match &body {
+        _ if !replay_wanted => None,
         UpstreamRequestBody::Empty => Some(None),
         UpstreamRequestBody::Buffered(b) => Some(b.clone()),
         UpstreamRequestBody::Client(_) => None,
@@ -916,5 +920,68 @@ mod tests {
         assert!(needs_replay(&p, &Method::PUT) && !needs_replay(&p, &Method::POST));
         let opted_in = retry::RetryPolicy::compile(Some(&five), true).unwrap();
         assert!(needs_replay(&opted_in, &Method::POST));
+    }
+
+    /// The head is kept only when `needs_replay`: every retry of a request
+    /// the app may have seen must be one it allows.
+    #[test]
+    fn every_retry_after_the_app_saw_the_request_has_its_head() {
+        let mut policies = vec![
+            retry::RetryPolicy::istio_default(),
+            retry::RetryPolicy::disabled(),
+        ];
+        for on in [
+            "5xx",
+            "gateway-error",
+            "reset",
+            "retriable-4xx",
+            "503",
+            "envoy-ratelimited",
+            "cancelled,deadline-exceeded,internal,resource-exhausted,unavailable",
+            "connect-failure,refused-stream,reset-before-request",
+            "retriable-status-codes",
+        ] {
+            for opt_in in [false, true] {
+                let r: skiff_api::istio::virtual_service::HttpRetry =
+                    crate::istio::testing::yaml(&format!("{{attempts: 2, retryOn: '{on}'}}"));
+                policies.push(retry::RetryPolicy::compile(Some(&r), opt_in).unwrap());
+            }
+        }
+        let mut responses = Vec::new();
+        for status in [200, 409, 500, 502, 503] {
+            responses.push((status, HeaderMap::new()));
+            for (name, value) in [
+                ("grpc-status", "1"),
+                ("grpc-status", "4"),
+                ("grpc-status", "8"),
+                ("grpc-status", "13"),
+                ("grpc-status", "14"),
+                ("x-envoy-ratelimited", "true"),
+            ] {
+                let mut h = HeaderMap::new();
+                h.insert(name, HeaderValue::from_static(value));
+                responses.push((status, h));
+            }
+        }
+        let mut retried = 0;
+        for p in &policies {
+            for method in [Method::GET, Method::POST] {
+                let mut outcomes = vec![
+                    AttemptOutcome::ResetAfterRequest,
+                    AttemptOutcome::PerTryTimeout,
+                ];
+                outcomes.extend(responses.iter().map(|(s, h)| AttemptOutcome::Response {
+                    status: http::StatusCode::from_u16(*s).unwrap(),
+                    headers: h,
+                }));
+                for o in &outcomes {
+                    if p.should_retry(o, &method, 0).is_ok() {
+                        assert!(needs_replay(p, &method), "{p:?} {method} {o:?}");
+                        retried += 1;
+                    }
+                }
+            }
+        }
+        assert!(retried > 100, "{retried}");
     }
 }
