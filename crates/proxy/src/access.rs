@@ -1,8 +1,8 @@
-//! The end of a request: what it holds until its response body is done
-//! (circuit-breaker guards), and its access log line, written then — with
-//! the bytes actually sent and the whole duration, as Envoy logs at stream
-//! end. Logging is off unless `skiff serve --access-log` says where; when
-//! off, nothing here is allocated per request.
+//! The end of a request: its access log line, written when its response
+//! body is done — with the bytes actually sent and the whole duration, as
+//! Envoy logs at stream end. Logging is off unless `skiff serve
+//! --access-log` says where; when off, nothing here is allocated per
+//! request.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -17,7 +17,6 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 use crate::istio::access_log::{Encoding, LogFilter, LogRecord};
-use crate::istio::circuit_breaker::Guard;
 use crate::istio::flags::ResponseFlags;
 
 /// Where access log lines go.
@@ -235,38 +234,19 @@ impl Pending {
     }
 }
 
-/// What a request holds until its response body is done, besides its slot
-/// and connection: circuit-breaker admissions and its log record.
+/// What a logged request keeps until its response body is done: its log
+/// record and the body bytes sent so far.
 #[derive(Debug, Default)]
 pub struct Extras {
-    /// `http2MaxRequests` admission.
-    pub request: Option<Guard>,
-    /// The right to a connection (`maxConnections`).
-    pub connection: Option<Guard>,
-    /// A retry in flight (`maxRetries`).
-    pub retry: Option<Guard>,
     pub log: Option<Box<Pending>>,
     pub bytes_sent: u64,
 }
 
 impl Extras {
-    /// Nothing to hold and nothing to log.
-    pub fn is_empty(&self) -> bool {
-        self.request.is_none()
-            && self.connection.is_none()
-            && self.retry.is_none()
-            && self.log.is_none()
-    }
-
-    /// The response is done (`clean`) or abandoned: release the guards,
-    /// write the log line.
+    /// The response is done (`clean`) or abandoned: write the log line.
     pub fn finish(self, clean: bool) {
-        let mut this = self;
-        this.request = None;
-        this.connection = None;
-        this.retry = None;
-        if let Some(p) = this.log.take() {
-            p.write(this.bytes_sent, clean);
+        if let Some(p) = self.log {
+            p.write(self.bytes_sent, clean);
         }
     }
 }
@@ -307,7 +287,6 @@ mod tests {
             let x = Box::new(Extras {
                 log: Some(p),
                 bytes_sent: 81,
-                ..Default::default()
             });
             x.finish(true);
         }

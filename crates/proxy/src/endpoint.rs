@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::activator::Slot;
 use crate::body::UpstreamRequestBody;
+use crate::istio::circuit_breaker::Guard;
 use crate::istio::outlier::HostOutlier;
 use crate::istio::policy::Keepalive;
 use crate::queue_proxy::RequestStats;
@@ -161,8 +162,11 @@ pub struct Lease {
     /// Released after the connection went back to the pool, so a request
     /// handed this slot finds the connection.
     slot: Slot,
-    /// What else the request holds until its body ends (circuit-breaker
-    /// guards, its access log record): set by the policy path only.
+    /// The request's circuit-breaker admissions (the policy path), given
+    /// back when its body ends — after the connection went back to the
+    /// pool, like the slot. Held inline: no allocation per request.
+    pub(crate) admission: Option<Guard>,
+    /// Its access log record (logging on).
     pub(crate) extras: Option<Box<crate::access::Extras>>,
     /// The revision's limits on streaming the response body.
     pub(crate) limits: Option<crate::body::StreamLimits>,
@@ -176,6 +180,7 @@ impl Lease {
             uses: 0,
             max_uses: 0,
             slot,
+            admission: None,
             extras: None,
             limits: None,
         }
@@ -189,6 +194,7 @@ impl Lease {
         {
             self.slot.endpoint().check_in(sender, self.uses);
         }
+        self.admission = None;
         if let Some(x) = self.extras.take() {
             x.finish(clean);
         }
@@ -377,6 +383,7 @@ impl Endpoint {
             uses: 1,
             max_uses: opts.max_requests.unwrap_or(u32::MAX),
             slot,
+            admission: None,
             extras: None,
             limits: None,
         };

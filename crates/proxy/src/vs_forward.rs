@@ -23,14 +23,13 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access::{Extras, protocol};
+use crate::access::protocol;
 use crate::activator::{Rejection, Slot};
 use crate::body::{ProxyBody, UpstreamRequestBody};
 use crate::cluster::{Choice, Cluster};
 use crate::endpoint::{NotSentKind, SendError};
 use crate::forward::{authorize, flags_of, prepare, rejected};
 use crate::headers;
-use crate::istio::circuit_breaker::Guard;
 use crate::istio::cluster_state::ClusterCounters;
 use crate::istio::cors::CorsAction;
 use crate::istio::flags::ResponseFlags;
@@ -59,13 +58,13 @@ static ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-pat
 /// Request headers that steer Envoy's router; an edge proxy drops them from
 /// external clients (Envoy's header sanitizing), so a client cannot, say,
 /// give itself a longer timeout at the ingress gateway.
-const ROUTER_CONTROL_HEADERS: [&str; 6] = [
-    retry::RQ_TIMEOUT_HEADER,
-    retry::PER_TRY_TIMEOUT_HEADER,
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
-    "x-envoy-expected-rq-timeout-ms",
+static ROUTER_CONTROL_HEADERS: [HeaderName; 6] = [
+    HeaderName::from_static(retry::RQ_TIMEOUT_HEADER),
+    HeaderName::from_static(retry::PER_TRY_TIMEOUT_HEADER),
+    HeaderName::from_static("x-envoy-retry-on"),
+    HeaderName::from_static("x-envoy-retry-grpc-on"),
+    HeaderName::from_static("x-envoy-max-retries"),
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
 ];
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ATTEMPT_COUNT: HeaderName = HeaderName::from_static(ATTEMPT_COUNT_HEADER);
@@ -93,8 +92,7 @@ impl Head {
 }
 
 /// How one attempt ended.
-// Lives on the stack for one attempt and is moved once: boxing the common
-// variant would cost an allocation per request to save a few bytes.
+// A response is the common outcome: boxing it would allocate per request.
 #[allow(clippy::large_enum_variant)]
 enum Attempt {
     Response(Response<Incoming>, crate::endpoint::Lease),
@@ -128,22 +126,49 @@ fn needs_replay(p: &retry::RetryPolicy, method: &Method) -> bool {
     retries_after_send(p) && (!p.idempotent_only || retry::is_idempotent(method))
 }
 
+/// Does the request carry an `x-envoy-*` header, the prefix of every
+/// header that steers the router? A scan of the names, no hashing: nearly
+/// no request has one, and then it needs no lookups for them.
+fn has_envoy_headers(h: &HeaderMap) -> bool {
+    h.keys().any(|n| n.as_str().starts_with("x-envoy-"))
+}
+
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// A random id in UUID form (Envoy mints one when the client sent none).
 fn request_id() -> HeaderValue {
-    let (a, b) = (rand::next_u64(), rand::next_u64());
-    let s = format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        (b >> 48) & 0x3fff | 0x8000,
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).expect("hex digits and dashes")
+    let id = uuid(rand::next_u64(), rand::next_u64());
+    HeaderValue::from_bytes(&id).expect("hex digits and dashes")
+}
+
+/// A version 4 UUID from 128 random bits, as text: written in place, as
+/// this runs for nearly every request.
+fn uuid(a: u64, b: u64) -> [u8; 36] {
+    fn hex(out: &mut [u8], mut v: u64) {
+        for c in out.iter_mut().rev() {
+            *c = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+        }
+    }
+    let mut id = *b"00000000-0000-0000-0000-000000000000";
+    hex(&mut id[..8], a >> 32);
+    hex(&mut id[9..13], a >> 16);
+    hex(&mut id[14..18], 0x4000 | (a & 0x0fff));
+    hex(&mut id[19..23], 0x8000 | ((b >> 48) & 0x3fff));
+    hex(&mut id[24..], b);
+    id
+}
+
+/// The `x-envoy-attempt-count` value: attempts are few, so the common
+/// ones are static values (no allocation).
+fn attempt_count(n: u32) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n as usize) {
+        Some(d) => HeaderValue::from_static(d),
+        None => HeaderValue::from(n),
+    }
 }
 
 fn earliest(a: Option<tokio::time::Instant>, b: tokio::time::Instant) -> tokio::time::Instant {
@@ -222,8 +247,9 @@ pub(crate) async fn forward(
     let (mut parts, body) = req.into_parts();
     // Only the mesh (the cluster-local listener, internal callers) may steer
     // the router with x-envoy-* headers; gateways sanitize them.
-    if !conn.listener.scope.local {
-        for h in ROUTER_CONTROL_HEADERS {
+    let steered = has_envoy_headers(&parts.headers);
+    if steered && !conn.listener.scope.local {
+        for h in &ROUTER_CONTROL_HEADERS {
             parts.headers.remove(h);
         }
     }
@@ -294,10 +320,11 @@ pub(crate) async fn forward(
         }
     };
     let dest = &target.destination;
+    // Borrowed from the table this request holds: no reference count
+    // shared by every worker to bump.
     let Some(cluster) = dest
         .cluster
         .and_then(|i| table.istio.clusters.get(i as usize))
-        .cloned()
     else {
         return respond(local_reply::no_cluster(&format!(
             "destination {}{} of {} resolves to no cluster: no Knative Service answers on that host{}",
@@ -330,7 +357,11 @@ pub(crate) async fn forward(
         .and_then(|r| r.authority.clone())
         .or_else(|| rule.headers.authority.clone())
         .or_else(|| target.headers.authority.clone());
-    let timeouts = Timeouts::effective(rule.timeout, rule.retry.per_try_timeout, &parts.headers);
+    let timeouts = if steered {
+        Timeouts::effective(rule.timeout, rule.retry.per_try_timeout, &parts.headers)
+    } else {
+        Timeouts::configured(rule.timeout, rule.retry.per_try_timeout)
+    };
     let mirrors: Vec<&Mirror> = rule.mirrors.iter().filter(|m| m.sample()).collect();
 
     let mut flags = ResponseFlags::NONE;
@@ -374,9 +405,7 @@ pub(crate) async fn forward(
     }
     rule.headers.request.apply(&mut parts.headers, &hctx);
     target.headers.request.apply(&mut parts.headers, &hctx);
-    if !parts.headers.contains_key(&REQUEST_ID) {
-        parts.headers.insert(REQUEST_ID.clone(), request_id());
-    }
+    parts.headers.entry(&REQUEST_ID).or_insert_with(request_id);
     if let Some(p) = rq.log.as_mut()
         && let Some(id) = parts.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
     {
@@ -402,7 +431,11 @@ pub(crate) async fn forward(
     } else {
         UpstreamRequestBody::Client(body)
     };
+    // A copy of the head only when the request may go out again after the
+    // app saw it (a retry on a response, a reset, a per-try timeout) or to
+    // a mirror: an attempt that sent nothing hands its request back.
     let head = match &body {
+        _ if !replay_wanted => None,
         UpstreamRequestBody::Empty => Some(None),
         UpstreamRequestBody::Buffered(b) => Some(b.clone()),
         UpstreamRequestBody::Client(_) => None,
@@ -426,10 +459,9 @@ pub(crate) async fn forward(
     }
     let hash_key = hash.as_ref().and_then(|h| h.key);
     let set_cookie = hash.and_then(|h| h.set_cookie);
-    let path_for_errors = format!("{} {}", method, parts.uri.path());
 
     let ctx = Attempts {
-        cluster: &cluster,
+        cluster,
         conn,
         rule_source: &rule.source,
         retry: &rule.retry,
@@ -437,8 +469,8 @@ pub(crate) async fn forward(
         other_host: rule.retry.other_host && hash_key.is_none(),
         hash_key,
         method,
+        uri: parts.uri.clone(),
         head,
-        what: path_for_errors,
     };
     let mut counters = None;
     let result = ctx
@@ -495,13 +527,26 @@ struct Attempts<'a> {
     other_host: bool,
     hash_key: Option<u64>,
     method: Method,
+    /// For error bodies (a clone shares the bytes).
+    uri: Uri,
     /// To send the request again after it went out.
     head: Option<Head>,
-    /// `METHOD /path` for error bodies.
-    what: String,
 }
 
 impl Attempts<'_> {
+    /// `METHOD /path of <rule> to revision R (addr)` for error bodies:
+    /// built only when one is written.
+    fn who(&self, backend: &crate::activator::Backend, ep: &crate::Endpoint) -> String {
+        format!(
+            "{} {} of {} to revision {} ({})",
+            self.method,
+            self.uri.path(),
+            self.rule_source,
+            backend.revision,
+            ep.addr
+        )
+    }
+
     /// How an attempt at `ep` ended: its error count, and the cluster's
     /// outlier detection.
     fn report(&self, ep: &crate::Endpoint, r: OutlierResult) {
@@ -532,7 +577,9 @@ impl Attempts<'_> {
             p.cluster = Some(cluster.name.clone());
         }
         cc.upstream_rq_total.inc();
-        let rq_guard = cluster.breaker.try_request().map_err(|_| {
+        // What the request holds on the cluster's breaker: the request, its
+        // connection, a retry. Given back when its response body ends.
+        let mut admission = cluster.breaker.try_request().map_err(|_| {
             local_reply::overflow(&format!(
                 "cluster {}: {} requests already active (http2MaxRequests {})",
                 cluster.name,
@@ -547,7 +594,6 @@ impl Attempts<'_> {
         let mut req = Some(req);
         let mut tried: Vec<usize> = Vec::new();
         let mut retries_done = 0u32;
-        let mut retry_guard: Option<Guard> = None;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -562,7 +608,7 @@ impl Attempts<'_> {
                 ));
             };
             r.headers_mut()
-                .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+                .insert(ATTEMPT_COUNT.clone(), attempt_count(attempt));
             let tried_now: &[usize] = if self.other_host { &tried } else { &[] };
             let (mi, slot, waited) = match cluster.choose(self.hash_key, tried_now, MonoTime::now())
             {
@@ -637,8 +683,8 @@ impl Attempts<'_> {
             let whole = try_deadline == deadline;
             let timed_out = |what: &str| {
                 local_reply::upstream_timeout(&format!(
-                    "{} of {} to revision {} ({}) got no response within {}",
-                    self.what, self.rule_source, backend.revision, ep.addr, what
+                    "{} got no response within {what}",
+                    self.who(backend, &ep)
                 ))
             };
             let route_timeout = || match self.timeouts.total {
@@ -650,12 +696,11 @@ impl Attempts<'_> {
                     backend.timeout().as_secs()
                 ),
             };
-            // HTTP/1.1: the request needs a connection of its own.
-            let conn_guard = if ep.is_h2c() {
-                None
-            } else {
-                match tokio::time::timeout_at(deadline, cluster.breaker.connection()).await {
-                    Ok(Ok(g)) => Some(g),
+            // HTTP/1.1: the request needs a connection of its own. Only
+            // waiting for one needs the timer.
+            if !ep.is_h2c() && !admission.try_add_connection() {
+                match tokio::time::timeout_at(deadline, admission.wait_connection()).await {
+                    Ok(Ok(())) => {}
                     Ok(Err(_)) => {
                         let s = cluster.breaker.snapshot();
                         return Err(local_reply::overflow(&format!(
@@ -672,10 +717,9 @@ impl Attempts<'_> {
                         return Err(timed_out(&route_timeout()));
                     }
                 }
-            };
+            }
             if let Some(down) = on_upgrade.take() {
-                let hold = (rq_guard, conn_guard, retry_guard);
-                let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, hold);
+                let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, admission);
                 return match tokio::time::timeout_at(deadline, sent).await {
                     Ok(Ok(resp)) => Ok(resp),
                     Ok(Err(SendError::NotSent { reason, .. })) => {
@@ -749,11 +793,10 @@ impl Attempts<'_> {
             let can_resend = req.is_some() || self.head.is_some();
             let mut exhausted = false;
             match decision {
-                Ok(()) if can_resend => match cluster.breaker.try_retry() {
-                    Ok(g) => {
+                Ok(()) if can_resend => match admission.add_retry() {
+                    Ok(()) => {
                         drop(outcome);
-                        drop(conn_guard);
-                        retry_guard = Some(g);
+                        admission.release_connection();
                         retries_done += 1;
                         ClusterCounters::bump(&cc.upstream_rq_retry);
                         self.conn.gateway.stats().retry();
@@ -790,10 +833,7 @@ impl Attempts<'_> {
                 }
                 _ => "",
             };
-            let who = format!(
-                "{} of {} to revision {} ({})",
-                self.what, self.rule_source, backend.revision, ep.addr
-            );
+            let who = || self.who(backend, &ep);
             return match outcome {
                 Attempt::Response(resp, mut lease) => {
                     if retries_done > 0 && !resp.status().is_server_error() {
@@ -801,10 +841,7 @@ impl Attempts<'_> {
                     }
                     let (mut parts, body) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
-                    let extras = lease.extras.get_or_insert_with(Box::<Extras>::default);
-                    extras.request = Some(rq_guard);
-                    extras.connection = conn_guard;
-                    extras.retry = retry_guard;
+                    lease.admission = Some(admission);
                     Ok(Response::from_parts(
                         parts,
                         ProxyBody::Upstream {
@@ -815,10 +852,10 @@ impl Attempts<'_> {
                 }
                 Attempt::Timeout => Err(timed_out("its perTryTimeout")),
                 Attempt::NotSent(NotSentKind::Connect, reason) => Err(
-                    local_reply::connection_failure(exhausted, &format!("{who}: {reason}")),
+                    local_reply::connection_failure(exhausted, &format!("{}: {reason}", who())),
                 ),
                 Attempt::NotSent(NotSentKind::Closed, reason) => {
-                    let mut r = local_reply::upstream_reset(false, &format!("{who}: {reason}"));
+                    let mut r = local_reply::upstream_reset(false, &format!("{}: {reason}", who()));
                     if exhausted {
                         r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
                     }
@@ -827,7 +864,8 @@ impl Attempts<'_> {
                 Attempt::Reset(reason) => Err(local_reply::upstream_reset(
                     false,
                     &format!(
-                        "{who}: the instance closed the connection before responding: {reason}{not_retried}"
+                        "{}: the instance closed the connection before responding: {reason}{not_retried}",
+                        who()
                     ),
                 )),
             };
@@ -849,11 +887,28 @@ mod tests {
             shadow_host("a.example.com:8080").unwrap(),
             "a.example.com-shadow:8080"
         );
+        assert_eq!(attempt_count(1), "1");
+        assert_eq!(attempt_count(12), "12");
         let id = request_id();
         let s = id.to_str().unwrap();
         assert_eq!(s.len(), 36, "{s}");
         assert_eq!(s.as_bytes()[14], b'4');
         assert_ne!(request_id(), id);
+        for (a, b) in [
+            (0, 0),
+            (u64::MAX, u64::MAX),
+            (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210),
+        ] {
+            let want = format!(
+                "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xffff,
+                a & 0x0fff,
+                (b >> 48) & 0x3fff | 0x8000,
+                b & 0xffff_ffff_ffff
+            );
+            assert_eq!(std::str::from_utf8(&uuid(a, b)).unwrap(), want);
+        }
         let p = retry::RetryPolicy::istio_default();
         assert!(
             !needs_replay(&p, &Method::POST),
@@ -865,5 +920,68 @@ mod tests {
         assert!(needs_replay(&p, &Method::PUT) && !needs_replay(&p, &Method::POST));
         let opted_in = retry::RetryPolicy::compile(Some(&five), true).unwrap();
         assert!(needs_replay(&opted_in, &Method::POST));
+    }
+
+    /// The head is kept only when `needs_replay`: every retry of a request
+    /// the app may have seen must be one it allows.
+    #[test]
+    fn every_retry_after_the_app_saw_the_request_has_its_head() {
+        let mut policies = vec![
+            retry::RetryPolicy::istio_default(),
+            retry::RetryPolicy::disabled(),
+        ];
+        for on in [
+            "5xx",
+            "gateway-error",
+            "reset",
+            "retriable-4xx",
+            "503",
+            "envoy-ratelimited",
+            "cancelled,deadline-exceeded,internal,resource-exhausted,unavailable",
+            "connect-failure,refused-stream,reset-before-request",
+            "retriable-status-codes",
+        ] {
+            for opt_in in [false, true] {
+                let r: skiff_api::istio::virtual_service::HttpRetry =
+                    crate::istio::testing::yaml(&format!("{{attempts: 2, retryOn: '{on}'}}"));
+                policies.push(retry::RetryPolicy::compile(Some(&r), opt_in).unwrap());
+            }
+        }
+        let mut responses = Vec::new();
+        for status in [200, 409, 500, 502, 503] {
+            responses.push((status, HeaderMap::new()));
+            for (name, value) in [
+                ("grpc-status", "1"),
+                ("grpc-status", "4"),
+                ("grpc-status", "8"),
+                ("grpc-status", "13"),
+                ("grpc-status", "14"),
+                ("x-envoy-ratelimited", "true"),
+            ] {
+                let mut h = HeaderMap::new();
+                h.insert(name, HeaderValue::from_static(value));
+                responses.push((status, h));
+            }
+        }
+        let mut retried = 0;
+        for p in &policies {
+            for method in [Method::GET, Method::POST] {
+                let mut outcomes = vec![
+                    AttemptOutcome::ResetAfterRequest,
+                    AttemptOutcome::PerTryTimeout,
+                ];
+                outcomes.extend(responses.iter().map(|(s, h)| AttemptOutcome::Response {
+                    status: http::StatusCode::from_u16(*s).unwrap(),
+                    headers: h,
+                }));
+                for o in &outcomes {
+                    if p.should_retry(o, &method, 0).is_ok() {
+                        assert!(needs_replay(p, &method), "{p:?} {method} {o:?}");
+                        retried += 1;
+                    }
+                }
+            }
+        }
+        assert!(retried > 100, "{retried}");
     }
 }

@@ -124,46 +124,98 @@ pub struct BreakerSnapshot {
     pub remaining_retries: u32,
 }
 
-/// Which counter a guard holds.
+/// The limits a guard holds a unit of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Connection,
-    Pending,
     Request,
     Retry,
 }
 
-/// Holds one unit of a limit until dropped.
+impl Slot {
+    const ALL: [Slot; 3] = [Slot::Connection, Slot::Request, Slot::Retry];
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// Holds units of the limits until dropped. A request keeps what it holds
+/// on one cluster (its request, its connection, a retry) in one guard: one
+/// reference to the breaker, whatever it holds.
 #[derive(Debug)]
 pub struct Guard {
     breaker: Arc<CircuitBreaker>,
-    slot: Slot,
+    /// [`Slot::bit`]s of the units held.
+    held: u8,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let b = &self.breaker;
-        match self.slot {
-            Slot::Connection => {
-                b.connections.fetch_sub(1, Ordering::AcqRel);
-                b.released.notify_one();
-            }
-            Slot::Pending => {
-                b.pending.fetch_sub(1, Ordering::AcqRel);
-            }
-            Slot::Request => {
-                b.requests.fetch_sub(1, Ordering::AcqRel);
-            }
-            Slot::Retry => {
-                b.retries.fetch_sub(1, Ordering::AcqRel);
+        for s in Slot::ALL {
+            if self.held & s.bit() != 0 {
+                self.breaker.release(s);
             }
         }
     }
 }
 
+impl Guard {
+    /// Also hold a connection (`maxConnections`) if one is free; else
+    /// count the overflow (then [`Guard::wait_connection`]).
+    pub fn try_add_connection(&mut self) -> bool {
+        let ok = self.breaker.take(Slot::Connection);
+        if ok {
+            self.held |= Slot::Connection.bit();
+        }
+        ok
+    }
+
+    /// After [`Guard::try_add_connection`] failed: wait as pending
+    /// (`http1MaxPendingRequests`) until a connection is given back, then
+    /// hold it — or overflow when the pending queue is full. Bound it with
+    /// the route timeout (dropping the wait leaves the queue).
+    pub async fn wait_connection(&mut self) -> Result<(), Overflow> {
+        self.breaker.wait_connection().await?;
+        self.held |= Slot::Connection.bit();
+        Ok(())
+    }
+
+    /// Give the connection back (a retry takes one again).
+    pub fn release_connection(&mut self) {
+        if self.held & Slot::Connection.bit() != 0 {
+            self.held &= !Slot::Connection.bit();
+            self.breaker.release(Slot::Connection);
+        }
+    }
+
+    /// Hold a retry (`maxRetries`) for the next attempt. A retry held for
+    /// an earlier attempt is given back once the new one is taken.
+    pub fn add_retry(&mut self) -> Result<(), Overflow> {
+        if !self.breaker.take(Slot::Retry) {
+            return Err(Overflow::Retries);
+        }
+        if self.held & Slot::Retry.bit() != 0 {
+            self.breaker.release(Slot::Retry);
+        }
+        self.held |= Slot::Retry.bit();
+        Ok(())
+    }
+}
+
+/// A request waiting for a connection: counted in `pending` until dropped.
+struct Pending<'a>(&'a CircuitBreaker);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// SeqCst: see [`CircuitBreaker::release`].
 fn try_take(counter: &AtomicU32, limit: u32) -> bool {
     counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
             (c < limit).then_some(c + 1)
         })
         .is_ok()
@@ -182,10 +234,46 @@ impl CircuitBreaker {
         })
     }
 
-    fn guard(self: &Arc<Self>, slot: Slot) -> Guard {
+    fn counter(&self, s: Slot) -> (&AtomicU32, u32) {
+        match s {
+            Slot::Connection => (&self.connections, self.limits.max_connections),
+            Slot::Request => (&self.requests, self.limits.max_requests),
+            Slot::Retry => (&self.retries, self.limits.max_retries),
+        }
+    }
+
+    /// Take a unit of `s` if under its limit; else count the overflow.
+    fn take(&self, s: Slot) -> bool {
+        let (counter, limit) = self.counter(s);
+        if try_take(counter, limit) {
+            return true;
+        }
+        let overflow = match s {
+            Slot::Connection => &self.stats.upstream_cx_overflow,
+            // Envoy counts http2MaxRequests overflow as pending overflow.
+            Slot::Request => &self.stats.upstream_rq_pending_overflow,
+            Slot::Retry => &self.stats.upstream_rq_retry_overflow,
+        };
+        overflow.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Give a unit of `s` back. A connection given back wakes a pending
+    /// request, if there is one: a releaser that sees no pending request
+    /// skips the wake-up, and a waiter counted in `pending` before it
+    /// tries to take a connection cannot miss this release (SeqCst on
+    /// both sides: one of them sees the other).
+    fn release(&self, s: Slot) {
+        self.counter(s).0.fetch_sub(1, Ordering::SeqCst);
+        if s == Slot::Connection && self.pending.load(Ordering::SeqCst) > 0 {
+            self.released.notify_one();
+        }
+    }
+
+    fn guard(self: &Arc<Self>, s: Slot) -> Guard {
         Guard {
             breaker: self.clone(),
-            slot,
+            held: s.bit(),
         }
     }
 
@@ -193,38 +281,26 @@ impl CircuitBreaker {
     /// the response body ends.
     #[inline]
     pub fn try_request(self: &Arc<Self>) -> Result<Guard, Overflow> {
-        if try_take(&self.requests, self.limits.max_requests) {
+        if self.take(Slot::Request) {
             Ok(self.guard(Slot::Request))
         } else {
-            self.stats
-                .upstream_rq_pending_overflow
-                .fetch_add(1, Ordering::Relaxed);
             Err(Overflow::Requests)
         }
     }
 
     /// Admit a retry (`maxRetries`). Hold the guard for the retried attempt.
     pub fn try_retry(self: &Arc<Self>) -> Result<Guard, Overflow> {
-        if try_take(&self.retries, self.limits.max_retries) {
+        if self.take(Slot::Retry) {
             Ok(self.guard(Slot::Retry))
         } else {
-            self.stats
-                .upstream_rq_retry_overflow
-                .fetch_add(1, Ordering::Relaxed);
             Err(Overflow::Retries)
         }
     }
 
     /// The right to open a connection (`maxConnections`), without waiting.
     pub fn try_connection(self: &Arc<Self>) -> Option<Guard> {
-        if try_take(&self.connections, self.limits.max_connections) {
-            Some(self.guard(Slot::Connection))
-        } else {
-            self.stats
-                .upstream_cx_overflow
-                .fetch_add(1, Ordering::Relaxed);
-            None
-        }
+        self.take(Slot::Connection)
+            .then(|| self.guard(Slot::Connection))
     }
 
     /// A connection for one request: within `maxConnections` at once,
@@ -236,6 +312,13 @@ impl CircuitBreaker {
         if let Some(g) = self.try_connection() {
             return Ok(g);
         }
+        self.wait_connection().await?;
+        Ok(self.guard(Slot::Connection))
+    }
+
+    /// Wait as pending until a connection unit can be taken (the caller
+    /// then holds it), or overflow.
+    async fn wait_connection(&self) -> Result<(), Overflow> {
         if !try_take(&self.pending, self.limits.max_pending_requests) {
             self.stats
                 .upstream_rq_pending_overflow
@@ -245,14 +328,15 @@ impl CircuitBreaker {
         self.stats
             .upstream_rq_pending_total
             .fetch_add(1, Ordering::Relaxed);
-        let _pending = self.guard(Slot::Pending);
+        let _pending = Pending(self);
         loop {
             // Register before checking, so a release in between is not lost.
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if try_take(&self.connections, self.limits.max_connections) {
-                return Ok(self.guard(Slot::Connection));
+            let (connections, limit) = self.counter(Slot::Connection);
+            if try_take(connections, limit) {
+                return Ok(());
             }
             notified.await;
         }
@@ -398,5 +482,43 @@ mod tests {
         );
         assert_eq!(b.snapshot().rq_pending_active, 0);
         assert_eq!(b.snapshot().cx_active, 0, "the waiter's guard dropped too");
+    }
+
+    /// A request's units on one breaker, in one guard.
+    #[tokio::test]
+    async fn one_guard_holds_what_a_request_holds() {
+        let b = CircuitBreaker::new(Limits {
+            max_connections: 1,
+            max_retries: 2,
+            ..Limits::default()
+        });
+        let mut g = b.try_request().unwrap();
+        assert!(g.try_add_connection());
+        // A retry replaces the one held for the previous attempt.
+        g.add_retry().unwrap();
+        g.add_retry().unwrap();
+        assert_eq!(b.snapshot().rq_retry_active, 1);
+        let b2 = b.clone();
+        let waiter = tokio::spawn(async move {
+            let mut other = b2.try_request().unwrap();
+            assert!(!other.try_add_connection());
+            other.wait_connection().await.unwrap();
+            other
+        });
+        while b.snapshot().rq_pending_active == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Giving the connection back (a retry's next attempt) wakes it.
+        g.release_connection();
+        let other = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        let s = b.snapshot();
+        assert_eq!((s.cx_active, s.rq_active, s.rq_pending_active), (1, 2, 0));
+        drop((g, other));
+        let s = b.snapshot();
+        assert_eq!((s.cx_active, s.rq_active, s.rq_retry_active), (0, 0, 0));
+        assert_eq!(b.stats.upstream_cx_overflow.load(Ordering::Relaxed), 1);
     }
 }

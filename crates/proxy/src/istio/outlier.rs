@@ -225,6 +225,16 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Zero an error streak. Nearly always it is zero already: reading first
+/// spares a write to a cache line every worker reads (the host's ejection
+/// state is checked on every pick).
+#[inline]
+fn reset(c: &AtomicU32) {
+    if c.load(Ordering::Relaxed) != 0 {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
 impl OutlierDetector {
     /// `hosts`: the cluster's hosts' states (kept by the hosts themselves so
     /// they survive snapshots); `stats` likewise per cluster.
@@ -272,7 +282,7 @@ impl OutlierDetector {
             (OutlierResult::ConnectFailed | OutlierResult::Reset, false) => Some(503),
             (OutlierResult::Timeout, false) => Some(504),
             (OutlierResult::ConnectSuccess, true) => {
-                host.consecutive_local.store(0, Ordering::Relaxed);
+                reset(&host.consecutive_local);
                 None
             }
             (OutlierResult::ConnectFailed | OutlierResult::Timeout, true) => {
@@ -296,8 +306,8 @@ impl OutlierDetector {
         };
         let s = status?;
         if !cfg.is_error(s) {
-            host.consecutive_5xx.store(0, Ordering::Relaxed);
-            host.consecutive_gateway.store(0, Ordering::Relaxed);
+            reset(&host.consecutive_5xx);
+            reset(&host.consecutive_gateway);
             return None;
         }
         if matches!(s, 502..=504) {

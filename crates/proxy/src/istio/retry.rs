@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use http::header::HeaderName;
 use http::{HeaderMap, Method, StatusCode};
 use skiff_api::istio::duration;
 use skiff_api::istio::virtual_service::HttpRetry;
@@ -26,6 +27,14 @@ pub const RQ_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 pub const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
 /// An upstream that sets this is overloaded: never retried.
 pub use super::circuit_breaker::OVERLOADED_HEADER;
+
+// Looked up on the request path: names built once (a `&str` is parsed and
+// hashed again on every lookup).
+static RQ_TIMEOUT: HeaderName = HeaderName::from_static(RQ_TIMEOUT_HEADER);
+static PER_TRY_TIMEOUT: HeaderName = HeaderName::from_static(PER_TRY_TIMEOUT_HEADER);
+static OVERLOADED: HeaderName = HeaderName::from_static(OVERLOADED_HEADER);
+static RATELIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// `retryOn` conditions (Envoy's x-envoy-retry-on / x-envoy-retry-grpc-on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +57,12 @@ impl RetryOn {
     pub const GRPC_INTERNAL: RetryOn = RetryOn(1 << 13);
     pub const GRPC_RESOURCE_EXHAUSTED: RetryOn = RetryOn(1 << 14);
     pub const GRPC_UNAVAILABLE: RetryOn = RetryOn(1 << 15);
+    /// Any of the gRPC status conditions.
+    const GRPC: RetryOn = RetryOn::GRPC_CANCELLED
+        .with(RetryOn::GRPC_DEADLINE_EXCEEDED)
+        .with(RetryOn::GRPC_INTERNAL)
+        .with(RetryOn::GRPC_RESOURCE_EXHAUSTED)
+        .with(RetryOn::GRPC_UNAVAILABLE);
 
     const NAMES: [(&'static str, RetryOn); 16] = [
         ("5xx", RetryOn::FIVE_XX),
@@ -72,11 +87,11 @@ impl RetryOn {
     ];
 
     #[inline]
-    pub fn has(self, other: RetryOn) -> bool {
+    pub const fn has(self, other: RetryOn) -> bool {
         self.0 & other.0 != 0
     }
 
-    pub fn with(self, other: RetryOn) -> RetryOn {
+    pub const fn with(self, other: RetryOn) -> RetryOn {
         RetryOn(self.0 | other.0)
     }
 
@@ -245,7 +260,7 @@ impl RetryPolicy {
     }
 
     fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-        headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+        headers.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
     }
 
     /// Should attempt `retries_done + 2` happen after `outcome`?
@@ -259,7 +274,7 @@ impl RetryPolicy {
             return Err(NoRetry::Overloaded);
         }
         if let AttemptOutcome::Response { headers, .. } = outcome
-            && headers.contains_key(OVERLOADED_HEADER)
+            && headers.contains_key(&OVERLOADED)
         {
             return Err(NoRetry::Overloaded);
         }
@@ -298,16 +313,16 @@ impl RetryPolicy {
                     || (on.has(RetryOn::RETRIABLE_4XX) && s == 409)
                     || (on.has(RetryOn::RETRIABLE_STATUS_CODES)
                         && self.retriable_status_codes.contains(&s))
-                    || (on.has(RetryOn::ENVOY_RATELIMITED)
-                        && headers.contains_key("x-envoy-ratelimited"))
-                    || match Self::grpc_status(headers) {
-                        Some(1) => on.has(RetryOn::GRPC_CANCELLED),
-                        Some(4) => on.has(RetryOn::GRPC_DEADLINE_EXCEEDED),
-                        Some(8) => on.has(RetryOn::GRPC_RESOURCE_EXHAUSTED),
-                        Some(13) => on.has(RetryOn::GRPC_INTERNAL),
-                        Some(14) => on.has(RetryOn::GRPC_UNAVAILABLE),
-                        _ => false,
-                    }
+                    || (on.has(RetryOn::ENVOY_RATELIMITED) && headers.contains_key(&RATELIMITED))
+                    || (on.has(RetryOn::GRPC)
+                        && match Self::grpc_status(headers) {
+                            Some(1) => on.has(RetryOn::GRPC_CANCELLED),
+                            Some(4) => on.has(RetryOn::GRPC_DEADLINE_EXCEEDED),
+                            Some(8) => on.has(RetryOn::GRPC_RESOURCE_EXHAUSTED),
+                            Some(13) => on.has(RetryOn::GRPC_INTERNAL),
+                            Some(14) => on.has(RetryOn::GRPC_UNAVAILABLE),
+                            _ => false,
+                        })
             }
         };
         if !retriable {
@@ -360,31 +375,34 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
-    /// `route` (the rule's `timeout`) and `per_try` (the policy's), with
-    /// `x-envoy-upstream-rq-timeout-ms` / `-per-try-timeout-ms` applied.
-    /// A 0 override disables, as in Envoy.
+    /// `route` (the rule's `timeout`) and `per_try` (the policy's), as
+    /// configured: for a request without override headers.
+    pub fn configured(route: Option<Duration>, per_try: Option<Duration>) -> Timeouts {
+        Timeouts {
+            total: route.filter(|d| !d.is_zero()),
+            per_try,
+        }
+    }
+
+    /// [`Timeouts::configured`] with `x-envoy-upstream-rq-timeout-ms` /
+    /// `-per-try-timeout-ms` applied. A 0 override disables, as in Envoy.
     pub fn effective(
         route: Option<Duration>,
         per_try: Option<Duration>,
         headers: &HeaderMap,
     ) -> Timeouts {
-        let ms = |name: &str| {
+        let ms = |name: &HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|n| (n > 0).then(|| Duration::from_millis(n)))
         };
-        let total = match ms(RQ_TIMEOUT_HEADER) {
-            Some(0) => None,
-            Some(n) => Some(Duration::from_millis(n)),
-            None => route.filter(|d| !d.is_zero()),
-        };
-        let per_try = match ms(PER_TRY_TIMEOUT_HEADER) {
-            Some(0) => None,
-            Some(n) => Some(Duration::from_millis(n)),
-            None => per_try,
-        };
-        Timeouts { total, per_try }
+        let t = Timeouts::configured(route, per_try);
+        Timeouts {
+            total: ms(&RQ_TIMEOUT).unwrap_or(t.total),
+            per_try: ms(&PER_TRY_TIMEOUT).unwrap_or(t.per_try),
+        }
     }
 }
 
@@ -576,6 +594,11 @@ mod tests {
         assert_eq!(
             Timeouts::effective(Some(Duration::ZERO), None, &HeaderMap::new()).total,
             None
+        );
+        let per_try = Some(Duration::from_secs(2));
+        assert_eq!(
+            Timeouts::configured(Some(Duration::ZERO), per_try),
+            Timeouts::effective(Some(Duration::ZERO), per_try, &HeaderMap::new())
         );
     }
 }
