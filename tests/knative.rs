@@ -1093,4 +1093,30 @@ spec:
     // The cut requests did not leave the revision stuck.
     let (exit, code, _) = curl(&url(""), host, &[]);
     assert_eq!((exit, code.as_str()), (0, "200"));
+
+    // The same limits hold when a VirtualService fronts the revision.
+    skiff.apply(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: slowpoke}
+spec:
+  hosts: [slowpoke.default.svc.cluster.local]
+  http: [{route: [{destination: {host: slowpoke}}], headers: {response: {set: {x-via: vs}}}}]
+",
+    );
+    let local = "slowpoke.default.svc.cluster.local";
+    let lurl = |q: &str| skiff.local_url(&format!("/?{q}"));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !curl(&lurl(""), local, &["-i"]).2.contains("x-via: vs") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VirtualService never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (exit, code, body) = curl(&lurl("sleep=2s"), local, &[]);
+    assert_eq!((exit, code.as_str()), (0, "504"), "{body}");
+    assert!(body.contains("responseStartTimeoutSeconds"), "{body}");
+    let (exit, code, body) = curl(&lurl("bytes=1&drip=2500ms"), local, &[]);
+    assert_eq!((code.as_str(), exit), ("200", 18), "{body}");
 }

@@ -124,11 +124,11 @@ impl StreamLimits {
         let (at, why) = match idle_at {
             Some(i) if i < self.total => (
                 i,
-                "the response stopped for longer than the revision's idleTimeoutSeconds",
+                "the response paused longer than the revision's idleTimeoutSeconds",
             ),
             _ => (
                 self.total,
-                "the response did not finish within the revision's timeoutSeconds",
+                "the response did not finish in time (the revision's timeoutSeconds or the route's timeout)",
             ),
         };
         let timer = self

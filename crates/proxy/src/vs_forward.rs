@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 
 use crate::access::protocol;
 use crate::activator::{Rejection, Slot};
-use crate::body::{ProxyBody, UpstreamRequestBody};
+use crate::body::{ProxyBody, StreamLimits, UpstreamRequestBody};
 use crate::cluster::{Choice, Cluster};
 use crate::endpoint::{NotSentKind, SendError};
 use crate::forward::{authorize, flags_of, prepare, rejected};
@@ -734,14 +734,26 @@ impl Attempts<'_> {
                 };
             }
             let sent_at = Instant::now();
+            // The revision's responseStartTimeoutSeconds, as its
+            // queue-proxy would enforce it.
+            let start_by =
+                tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
             let outcome = match tokio::time::timeout_at(
-                try_deadline,
+                try_deadline.min(start_by),
                 ep.send(r, slot, &cluster.opts),
             )
             .await
             {
                 Err(_) => {
                     self.report(&ep, OutlierResult::Timeout);
+                    if start_by < try_deadline {
+                        ClusterCounters::bump(&cc.upstream_rq_timeout);
+                        return Err(local_reply::upstream_timeout(&format!(
+                            "{} did not start its response within {}s (its responseStartTimeoutSeconds)",
+                            self.who(backend, &ep),
+                            backend.response_start_timeout().as_secs()
+                        )));
+                    }
                     if whole {
                         ClusterCounters::bump(&cc.upstream_rq_timeout);
                         return Err(timed_out(&route_timeout()));
@@ -842,6 +854,9 @@ impl Attempts<'_> {
                     let (mut parts, body) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
                     lease.admission = Some(admission);
+                    // The route timeout and the revision's timeoutSeconds
+                    // cover the body too (as Envoy's and queue-proxy's do).
+                    lease.limits = Some(StreamLimits::new(deadline, backend.idle_timeout()));
                     Ok(Response::from_parts(
                         parts,
                         ProxyBody::Upstream {
