@@ -151,6 +151,26 @@ pub enum SendError {
     Failed { reason: String, reused: bool },
 }
 
+impl SendError {
+    /// hyper hands the request back when nothing of it was written.
+    fn from_try_send(
+        mut e: hyper::client::conn::TrySendError<Request<UpstreamRequestBody>>,
+        reused: bool,
+    ) -> SendError {
+        match e.take_message() {
+            Some(request) => SendError::NotSent {
+                request: Box::new(request),
+                reason: e.into_error().to_string(),
+                kind: NotSentKind::Closed,
+            },
+            None => SendError::Failed {
+                reason: e.into_error().to_string(),
+                reused,
+            },
+        }
+    }
+}
+
 /// Holds the request's slot on the endpoint (and, for HTTP/1, the
 /// connection) until the response body ends.
 pub struct Lease {
@@ -424,20 +444,10 @@ impl Endpoint {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        match sender.try_send_request(request).await {
-            Ok(resp) => Ok(resp),
-            Err(mut e) => match e.take_message() {
-                Some(request) => Err(SendError::NotSent {
-                    request: Box::new(request),
-                    reason: e.into_error().to_string(),
-                    kind: NotSentKind::Closed,
-                }),
-                None => Err(SendError::Failed {
-                    reason: e.into_error().to_string(),
-                    reused: false,
-                }),
-            },
-        }
+        sender
+            .try_send_request(request)
+            .await
+            .map_err(|e| SendError::from_try_send(e, false))
     }
 
     async fn send_h1(
@@ -494,17 +504,7 @@ impl Endpoint {
         });
         match sender.try_send_request(request).await {
             Ok(resp) => Ok((resp, sender, 1)),
-            Err(mut e) => match e.take_message() {
-                Some(request) => Err(SendError::NotSent {
-                    request: Box::new(request),
-                    reason: e.into_error().to_string(),
-                    kind: NotSentKind::Closed,
-                }),
-                None => Err(SendError::Failed {
-                    reason: e.into_error().to_string(),
-                    reused: false,
-                }),
-            },
+            Err(e) => Err(SendError::from_try_send(e, false)),
         }
     }
 
@@ -564,20 +564,10 @@ impl Endpoint {
                 (sender, false)
             }
         };
-        match sender.try_send_request(request).await {
-            Ok(resp) => Ok(resp),
-            Err(mut e) => match e.take_message() {
-                Some(request) => Err(SendError::NotSent {
-                    request: Box::new(request),
-                    reason: e.into_error().to_string(),
-                    kind: NotSentKind::Closed,
-                }),
-                None => Err(SendError::Failed {
-                    reason: e.into_error().to_string(),
-                    reused,
-                }),
-            },
-        }
+        sender
+            .try_send_request(request)
+            .await
+            .map_err(|e| SendError::from_try_send(e, reused))
     }
 
     /// A new HTTP/1.1 connection; the caller drives it.
