@@ -407,8 +407,11 @@ impl Endpoint {
             extras: None,
             limits: None,
         };
+        // The rare paths are boxed (h2c instances; a new connection in
+        // send_h1): a request's future is moved as a whole, so its size is
+        // paid on every request.
         let result = if self.h2c {
-            self.send_h2(request, opts).await
+            Box::pin(self.send_h2(request, opts)).await
         } else {
             self.send_h1(request, opts)
                 .await
@@ -489,7 +492,7 @@ impl Endpoint {
                 },
             }
         }
-        let (mut sender, conn) = match self.open_h1(opts).await {
+        let (mut sender, conn) = match Box::pin(self.open_h1(opts)).await {
             Ok(x) => x,
             Err((reason, kind)) => {
                 return Err(SendError::NotSent {

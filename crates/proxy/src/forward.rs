@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use crate::activator::{Backend, Rejection, Slot};
 use crate::body::{ProxyBody, StreamLimits, UpstreamRequestBody};
-use crate::endpoint::{ConnOpts, NotSentKind, SendError};
+use crate::endpoint::{ConnOpts, Endpoint, NotSentKind, SendError};
 use crate::headers;
 use crate::istio::authz::{AuthzRequest, Decision};
 use crate::istio::flags::ResponseFlags;
@@ -177,7 +177,7 @@ async fn forward_to(
                 if entered.is_none() {
                     entered = Some(backend.enter(Instant::now()));
                 }
-                match backend.wait(deadline).await {
+                match Box::pin(backend.wait(deadline)).await {
                     Ok(ep) => (ep, true),
                     Err(why) => return respond(rejected(&route.name, backend, why)),
                 }
@@ -195,32 +195,9 @@ async fn forward_to(
         let ep = slot.endpoint().clone();
         let sent_at = Instant::now();
         if let Some(down) = upgrade.take() {
-            // One attempt: the client's side of the upgrade is spent on it.
-            let r = upgrade::forward(&ep, req, down, slot, &ConnOpts::DEFAULT, ());
-            let result = tokio::time::timeout_at(deadline, r).await;
-            if !matches!(result, Ok(Ok(_))) {
-                ep.note_error();
-            }
-            return match result {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(SendError::NotSent { reason, .. })) => {
-                    respond(local_reply::connection_failure(
-                        false,
-                        &format!(
-                            "upgrade to revision {} ({addr}): {reason}",
-                            backend.revision
-                        ),
-                    ))
-                }
-                Ok(Err(SendError::Failed { reason, .. })) => respond(local_reply::upstream_reset(
-                    false,
-                    &format!(
-                        "upgrade to revision {} ({addr}): {reason}",
-                        backend.revision
-                    ),
-                )),
-                Err(_) => timed_out(backend),
-            };
+            // Boxed, like the activator's wait: rare paths kept out of the
+            // common request's future (see `Gateway::route`).
+            return Box::pin(forward_upgrade(backend, &ep, req, down, slot, deadline)).await;
         }
         // The app must start its response within responseStartTimeoutSeconds
         // of getting the request, and the whole request stays within
@@ -308,6 +285,42 @@ async fn forward_to(
             r
         }
     })
+}
+
+/// One attempt at a protocol upgrade (websockets): the client's side of
+/// the upgrade is spent on it.
+async fn forward_upgrade(
+    backend: &Backend,
+    ep: &Arc<Endpoint>,
+    req: Request<UpstreamRequestBody>,
+    down: hyper::upgrade::OnUpgrade,
+    slot: Slot,
+    deadline: tokio::time::Instant,
+) -> Response<ProxyBody> {
+    let addr = ep.addr;
+    let r = upgrade::forward(ep, req, down, slot, &ConnOpts::DEFAULT, ());
+    let result = tokio::time::timeout_at(deadline, r).await;
+    if !matches!(result, Ok(Ok(_))) {
+        ep.note_error();
+    }
+    match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(SendError::NotSent { reason, .. })) => respond(local_reply::connection_failure(
+            false,
+            &format!(
+                "upgrade to revision {} ({addr}): {reason}",
+                backend.revision
+            ),
+        )),
+        Ok(Err(SendError::Failed { reason, .. })) => respond(local_reply::upstream_reset(
+            false,
+            &format!(
+                "upgrade to revision {} ({addr}): {reason}",
+                backend.revision
+            ),
+        )),
+        Err(_) => timed_out(backend),
+    }
 }
 
 fn response_start_timed_out(backend: &Backend) -> Response<ProxyBody> {

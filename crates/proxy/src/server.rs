@@ -297,7 +297,10 @@ impl Gateway {
             if let Some(vh) = lr.hosts.lookup(host) {
                 let vh = vh.clone();
                 let table = arc_swap::Guard::into_inner(table);
-                return vs_forward::forward(table, &vh, req, conn, rq).await;
+                // Boxed: the policy path's future is several times the size
+                // of the plain path's, and a request's future is moved as a
+                // whole, so inline it would cost every request the copies.
+                return Box::pin(vs_forward::forward(table, &vh, req, conn, rq)).await;
             }
             gateway_authz = lr.authz.clone();
         }
@@ -312,15 +315,19 @@ impl Gateway {
         };
         drop(table);
         if let Some(a) = gateway_authz.filter(|a| !a.is_empty()) {
-            let (parts, body) = req.into_parts();
-            let d =
-                a.evaluate(&conn.authz_request(RequestView::new(&parts, conn.scheme, conn.port)));
+            let view = RequestView::of(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                conn.scheme,
+                conn.port,
+            );
+            let d = a.evaluate(&conn.authz_request(view));
             if let (Decision::Deny(_), Some(r)) =
                 (&d, local_reply::denied(&d, "the ingress gateway"))
             {
                 return respond(r);
             }
-            return forward::forward(&route, Request::from_parts(parts, body), conn, rq).await;
         }
         forward::forward(&route, req, conn, rq).await
     }
