@@ -69,15 +69,16 @@ pub(crate) fn flags_of<B>(resp: &Response<B>) -> ResponseFlags {
 }
 
 /// The workload's AuthorizationPolicies, evaluated on the request as the
-/// workload sees it. `Some(reply)` when denied.
-pub(crate) fn authorize(
+/// workload sees it. `Some(reply)` when denied. The view is only built when
+/// a policy applies.
+pub(crate) fn authorize<'a>(
     backend: &Backend,
-    req: RequestView<'_>,
+    req: impl FnOnce() -> RequestView<'a>,
     conn: &ConnInfo,
 ) -> Option<LocalReply> {
     let authz = backend.authorizer();
     let a = authz.as_ref().filter(|a| !a.is_empty())?;
-    let decision = a.evaluate(&conn.authz_request(req));
+    let decision = a.evaluate(&conn.authz_request(req()));
     match decision {
         Decision::Allow => None,
         d => local_reply::denied(
@@ -139,7 +140,7 @@ async fn forward_to(
     let (mut parts, body) = req.into_parts();
     if let Some(denied) = authorize(
         backend,
-        RequestView::new(&parts, conn.scheme, conn.port),
+        || RequestView::new(&parts, conn.scheme, conn.port),
         conn,
     ) {
         return respond(denied);

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod drain;
 mod endpoint;
 mod forward;
+mod gated;
 mod headers;
 pub mod introspect;
 pub mod istio;

@@ -24,6 +24,7 @@ use crate::activator::Backends;
 use crate::body::ProxyBody;
 use crate::drain::Drain;
 use crate::forward;
+use crate::gated::Gated;
 use crate::istio::authz::Decision;
 use crate::istio::local_reply;
 use crate::istio::request::{RequestView, host_of};
@@ -410,22 +411,30 @@ impl ConnectionHandler for HttpHandler {
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             tokio::pin!(c);
+            // Gated: polled only when they fire, not on every request.
+            let mut closed = Gated::new(async move {
+                let _ = closing.wait_for(|c| *c).await;
+            });
+            let mut drained = Gated::new(async move {
+                let _ = draining.wait_for(|d| *d).await;
+            });
             let mut goaway_sent = false;
             let mut drain_seen = false;
             loop {
                 tokio::select! {
+                    biased;
                     r = c.as_mut() => {
                         if let Err(e) = r {
                             tracing::debug!(%client, "connection ended: {e}");
                         }
                         return;
                     }
-                    _ = closing.wait_for(|c| *c) => break,
+                    () = &mut closed => break,
                     // The gateway drains but still serves: HTTP/2 clients
                     // get GOAWAY (streams in flight finish, new ones go to
                     // a new connection); HTTP/1.1 responses say
                     // Connection: close (see `Gateway::drained`).
-                    _ = draining.wait_for(|d| *d), if !drain_seen => {
+                    () = &mut drained, if !drain_seen => {
                         drain_seen = true;
                         if conn.h2.load(Ordering::Relaxed) {
                             c.as_mut().graceful_shutdown();

@@ -199,11 +199,16 @@ impl IstioRoutes {
     }
 }
 
+/// Routes by host. Looked up on every request with the client's Host: a
+/// fast seeded hash (the keys are the operator's, so hash flooding cannot
+/// grow the buckets).
+type HostMap = HashMap<Box<str>, Arc<HostRoute>, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub struct RoutingTable {
     pub version: u64,
-    external: HashMap<Box<str>, Arc<HostRoute>>,
-    local: HashMap<Box<str>, Arc<HostRoute>>,
+    external: HostMap,
+    local: HostMap,
     pub istio: IstioRoutes,
 }
 
@@ -231,8 +236,8 @@ impl RoutingTable {
 #[derive(Default)]
 pub struct TableBuilder {
     version: u64,
-    external: HashMap<Box<str>, Arc<HostRoute>>,
-    local: HashMap<Box<str>, Arc<HostRoute>>,
+    external: HostMap,
+    local: HostMap,
     istio: IstioRoutes,
 }
 

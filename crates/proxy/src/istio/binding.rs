@@ -96,7 +96,8 @@ pub fn bound_hosts(server: &Server, gateway_ns: &str, vs: &VirtualService) -> Ve
 /// first), then `*` — Envoy's virtual host domain order.
 #[derive(Debug)]
 pub struct HostIndex<T> {
-    exact: HashMap<Box<str>, T>,
+    /// Looked up per request: a fast seeded hash (see `table::HostMap`).
+    exact: HashMap<Box<str>, T, foldhash::fast::RandomState>,
     /// (suffix including the dot, value), longest first.
     wildcard: Vec<(Box<str>, T)>,
     any: Option<T>,
@@ -105,7 +106,7 @@ pub struct HostIndex<T> {
 impl<T> Default for HostIndex<T> {
     fn default() -> Self {
         HostIndex {
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             wildcard: Vec::new(),
             any: None,
         }

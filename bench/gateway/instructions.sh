@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Instructions per request: the user-space work a proxy does for one request,
+# counted by valgrind's callgrind (Ir) while wrk sends requests through it.
+# Unlike requests per second it does not depend on what else the machine
+# runs, so two runs can be compared across commits and machines; the cost of
+# the kernel's TCP work (about the same for every proxy) is not in it.
+#
+#   bench/gateway/instructions.sh        # about 2 minutes plus the build
+#
+# Targets: Skiff's gateway (hello as a Knative Service, the activator in the
+# path as Knative's defaults put it) and nginx (one worker, the
+# configuration of run.sh) in front of the same hello app.
+#
+# Environment:
+#   DURATION   length of the measured wrk run (default 5s)
+#   SKIFF_BIN  use this skiff binary instead of `cargo build --release -p skiff`
+#   OUT_DIR    where to save the callgrind profiles and the summary
+#              (default bench/out/instructions-<timestamp>)
+# shellcheck disable=SC2317 # functions run from traps
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH=$(dirname "$HERE")
+ROOT=$(dirname "$BENCH")
+
+DURATION=${DURATION:-5s}
+WARMUP=2s
+RUNS=1
+HOST_HEADER=hello.default.127.0.0.1.sslip.io
+OUT=${OUT_DIR:-$BENCH/out/instructions-$(date +%Y%m%d-%H%M%S)}
+LOGS=$OUT/logs
+unset TARGET HELLO_THREADS HOST PORT SKIFF_SERVER SKIFF_DATA_DIR
+
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+
+[[ $DURATION =~ ^[1-9][0-9]*(s|m|h)?$ ]] || die "DURATION must look like 5s, 1m (wrk's -d), not '$DURATION'"
+
+# count NAME PID URL: Ir per request of the callgrind-run process PID while
+# wrk sends DURATION of requests (4 connections) to URL, after a warm-up.
+count() {
+    local name=$1 pid=$2 url=$3 n ir profile
+    check_hello "$name" "$url" || die "$name: $FAIL_REASON"
+    wrk_run "$OUT/$name-warmup.txt" -t1 -c4 -d"$WARMUP" "$url" || die "$name: $FAIL_REASON"
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    wrk_run "$OUT/$name-wrk.txt" -t1 -c4 -d"$DURATION" "$url" || die "$name: $FAIL_REASON"
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    n=$(awk '/requests in/ {print $1}' "$OUT/$name-wrk.txt")
+    profile=$(ls -t "$OUT/$name.callgrind".* | head -1)
+    ir=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    [[ -n $n && $n -gt 0 && -n $ir ]] || die "$name: no requests or no profile (see $OUT)"
+    log "$name: $n requests, $((ir / n)) instructions per request"
+    printf '%s\t%s\t%s\n' "$name" "$n" "$((ir / n))" >>"$RESULTS"
+}
+
+mkdir -p "$LOGS"
+RESULTS=$OUT/results.tsv
+: >"$RESULTS"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-instructions-bench.XXXXXX")
+
+find_peers
+if ! command -v valgrind >/dev/null; then
+    log "installing valgrind with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind
+fi
+resolve_skiff_bin
+SKIFF_BIN=$(realpath "$SKIFF_BIN")
+
+# The app both proxies forward to, run directly (not under valgrind).
+free_port DIRECT_PORT
+start_bg DIRECT_PID "$LOGS/direct-hello.log" env PORT="$DIRECT_PORT" HOST=127.0.0.1 "$SKIFF_BIN" example hello
+wait_listen "$DIRECT_PORT" "$DIRECT_PID" 20 || die "hello did not listen (see $LOGS/direct-hello.log)"
+
+# Skiff under callgrind (its instances, separate processes, are not counted).
+free_port SKIFF_GW
+free_port SKIFF_ADM
+SKIFF_DATA=$TMP/skiff-data
+start_bg SKIFF_PID "$LOGS/skiff-serve.log" valgrind --tool=callgrind \
+    --callgrind-out-file="$OUT/skiff.callgrind.%p" "$SKIFF_BIN" serve --data-dir "$SKIFF_DATA" \
+    --listen "127.0.0.1:$SKIFF_GW" --local-listen 127.0.0.1:0 --admin "127.0.0.1:$SKIFF_ADM" \
+    --health-listen off --termination-drain-duration 0s
+STOP_TIMEOUT[$SKIFF_PID]=60
+wait_listen "$SKIFF_ADM" "$SKIFF_PID" 120 || die "skiff serve did not listen under valgrind (see $LOGS/skiff-serve.log)"
+for ((i = 0; i < 100; i++)); do
+    [[ -s $SKIFF_DATA/server.json && -s $SKIFF_DATA/token ]] && break
+    sleep 0.1
+done
+skiff_apply "$HERE/hello-ksvc.yaml" || die "skiff apply failed (see $LOGS/skiff-cli.log)"
+skiff_wait_ready hello || die "hello did not become ready under Skiff"
+count skiff "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/"
+stop_pid "$SKIFF_PID"
+
+# nginx under callgrind: one process, so the worker is the process counted.
+free_port NGINX_PORT
+mkdir -p "$TMP/nginx"
+render "$HERE/nginx.conf.in" "$TMP/nginx.conf.tmp" "$NGINX_PORT" "$DIRECT_PORT" "$TMP/nginx"
+sed -e 's/^worker_processes .*/worker_processes 1;\nmaster_process off;/' "$TMP/nginx.conf.tmp" >"$OUT/nginx.conf"
+start_bg NGINX_PID "$LOGS/nginx.log" valgrind --tool=callgrind \
+    --callgrind-out-file="$OUT/nginx.callgrind.%p" "$NGINX" -p "$TMP/nginx" \
+    -e "$LOGS/nginx-error.log" -c "$OUT/nginx.conf" -g 'daemon off;'
+wait_listen "$NGINX_PORT" "$NGINX_PID" 60 || die "nginx did not listen under valgrind (see $LOGS/nginx*.log)"
+count nginx "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/"
+stop_pid "$NGINX_PID"
+
+{
+    echo "commit:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "skiff:    $SKIFF_BIN"
+    echo
+    printf '%-8s %10s %14s %10s\n' target requests "instr/request" "vs nginx"
+    nginx_ir=$(awk -F'\t' '$1 == "nginx" {print $3}' "$RESULTS")
+    while IFS=$'\t' read -r name n ir; do
+        printf '%-8s %10s %14s %10s\n' "$name" "$n" "$ir" "$(awk -v a="$ir" -v b="$nginx_ir" 'BEGIN {printf "%.2f", a / b}')"
+    done <"$RESULTS"
+    echo
+    echo "instructions: user space of the proxy process (callgrind Ir), wrk -t1 -c4 -d$DURATION"
+} | tee "$OUT/summary.txt"
