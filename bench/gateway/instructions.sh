@@ -39,14 +39,16 @@ source "$HERE/lib.sh"
 # count NAME PID URL: Ir per request of the callgrind-run process PID while
 # wrk sends DURATION of requests (4 connections) to URL, after a warm-up.
 count() {
-    local name=$1 pid=$2 url=$3 n ir profile
+    local name=$1 pid=$2 url=$3 n ir profile f
     check_hello "$name" "$url" || die "$name: $FAIL_REASON"
     wrk_run "$OUT/$name-warmup.txt" -t1 -c4 -d"$WARMUP" "$url" || die "$name: $FAIL_REASON"
     callgrind_control -z "$pid" >/dev/null 2>&1
     wrk_run "$OUT/$name-wrk.txt" -t1 -c4 -d"$DURATION" "$url" || die "$name: $FAIL_REASON"
     callgrind_control -d "$pid" >/dev/null 2>&1
     n=$(awk '/requests in/ {print $1}' "$OUT/$name-wrk.txt")
-    profile=$(ls -t "$OUT/$name.callgrind".* | head -1)
+    # The dump after zeroing is part 1 of the process's profile.
+    profile=
+    for f in "$OUT/$name.callgrind".*.1; do profile=$f; done
     ir=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     [[ -n $n && $n -gt 0 && -n $ir ]] || die "$name: no requests or no profile (see $OUT)"
     log "$name: $n requests, $((ir / n)) instructions per request"
