@@ -304,22 +304,20 @@ async fn forward_upgrade(
     if !matches!(result, Ok(Ok(_))) {
         ep.note_error();
     }
+    let why = |reason: &str| {
+        format!(
+            "upgrade to revision {} ({addr}): {reason}",
+            backend.revision
+        )
+    };
     match result {
         Ok(Ok(resp)) => resp,
-        Ok(Err(SendError::NotSent { reason, .. })) => respond(local_reply::connection_failure(
-            false,
-            &format!(
-                "upgrade to revision {} ({addr}): {reason}",
-                backend.revision
-            ),
-        )),
-        Ok(Err(SendError::Failed { reason, .. })) => respond(local_reply::upstream_reset(
-            false,
-            &format!(
-                "upgrade to revision {} ({addr}): {reason}",
-                backend.revision
-            ),
-        )),
+        Ok(Err(SendError::NotSent { reason, .. })) => {
+            respond(local_reply::connection_failure(false, &why(&reason)))
+        }
+        Ok(Err(SendError::Failed { reason, .. })) => {
+            respond(local_reply::upstream_reset(false, &why(&reason)))
+        }
         Err(_) => timed_out(backend),
     }
 }

@@ -4,8 +4,9 @@
 //! (its listener closing, the gateway draining). `select!` polls every
 //! branch on every wake-up of the task — that is, on every request — and a
 //! watch channel's future re-registers its waker each time it is polled:
-//! about 1,500 instructions per request, 5% of the gateway's work, for
-//! signals that fire once in the connection's life. Behind a gate an idle
+//! about 900 instructions per request (3% of the gateway's work, measured
+//! with bench/gateway/instructions.sh), for signals that fire once in the
+//! connection's life. Behind a gate an idle
 //! signal costs an atomic swap. (`FuturesUnordered` does the same per
 //! child: each gets a waker of its own that marks it ready.)
 
