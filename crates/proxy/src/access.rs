@@ -140,17 +140,17 @@ pub fn protocol(v: http::Version) -> &'static str {
 
 impl Pending {
     /// Capture what the log needs from the request as received.
-    pub fn capture(
+    pub fn capture<B>(
         log: &Arc<AccessLog>,
-        parts: &http::request::Parts,
+        req: &http::Request<B>,
         started: Instant,
         downstream_local: SocketAddr,
         downstream_remote: SocketAddr,
         sni: Option<&str>,
     ) -> Box<Pending> {
-        let h = &parts.headers;
-        let authority = parts
-            .uri
+        let h = req.headers();
+        let authority = req
+            .uri()
             .authority()
             .map(|a| a.as_str().to_string())
             .or_else(|| header_string(h, &header::HOST));
@@ -163,12 +163,12 @@ impl Pending {
             log: log.clone(),
             start: SystemTime::now(),
             started,
-            method: parts.method.clone(),
-            path: parts
-                .uri
+            method: req.method().clone(),
+            path: req
+                .uri()
                 .path_and_query()
                 .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-            protocol: protocol(parts.version),
+            protocol: protocol(req.version()),
             code: 0,
             flags: ResponseFlags::NONE,
             details: Cow::Borrowed("via_upstream"),
@@ -267,20 +267,18 @@ mod tests {
             )
             .unwrap(),
         );
-        let parts = http::Request::builder()
+        let req = http::Request::builder()
             .uri("/a?b=1")
             .header("host", "h.example.com")
             .header("user-agent", "curl/8")
             .body(())
-            .unwrap()
-            .into_parts()
-            .0;
+            .unwrap();
         let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
         for (code, flags) in [
             (200, ResponseFlags::NONE),
             (503, ResponseFlags::UPSTREAM_OVERFLOW),
         ] {
-            let mut p = Pending::capture(&log, &parts, Instant::now(), addr, addr, None);
+            let mut p = Pending::capture(&log, &req, Instant::now(), addr, addr, None);
             p.code = code;
             p.flags = flags;
             p.attempts = 1;

@@ -393,87 +393,38 @@ impl Endpoint {
     /// and has no body it is sent once more on a new connection.
     pub(crate) async fn send(
         &self,
-        request: Request<UpstreamRequestBody>,
+        mut request: Request<UpstreamRequestBody>,
         slot: Slot,
         opts: &ConnOpts,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         self.requests.inc();
-        let mut lease = Lease {
-            sender: None,
-            uses: 1,
-            max_uses: opts.max_requests.unwrap_or(u32::MAX),
+        let max_uses = opts.max_requests.unwrap_or(u32::MAX);
+        let lease = |sender, uses| Lease {
+            sender,
+            uses,
+            max_uses,
             slot,
             admission: None,
             extras: None,
             limits: None,
         };
-        // The rare paths are boxed (h2c instances; a new connection in
-        // send_h1): a request's future is moved as a whole, so its size is
-        // paid on every request.
-        let result = if self.h2c {
-            Box::pin(self.send_h2(request, opts)).await
-        } else {
-            self.send_h1(request, opts)
-                .await
-                .map(|(resp, sender, uses)| {
-                    lease.sender = Some(sender);
-                    lease.uses = uses;
-                    resp
-                })
-        };
-        result.map(|resp| (resp, lease))
-    }
-
-    /// Send a request that asks for a protocol upgrade (websockets) on a
-    /// connection of its own: after `101 Switching Protocols` the
-    /// connection belongs to the upgraded stream and never returns to the
-    /// pool.
-    pub(crate) async fn send_upgrade(
-        &self,
-        request: Request<UpstreamRequestBody>,
-        opts: &ConnOpts,
-    ) -> Result<Response<Incoming>, SendError> {
-        self.requests.inc();
-        let (mut sender, conn) = match self.open_h1(opts).await {
-            Ok(x) => x,
-            Err((reason, kind)) => {
-                return Err(SendError::NotSent {
-                    request: Box::new(request),
-                    reason,
-                    kind,
-                });
-            }
-        };
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        sender
-            .try_send_request(request)
-            .await
-            .map_err(|e| SendError::from_try_send(e, false))
-    }
-
-    async fn send_h1(
-        &self,
-        mut request: Request<UpstreamRequestBody>,
-        opts: &ConnOpts,
-    ) -> Result<
-        (
-            Response<Incoming>,
-            http1::SendRequest<UpstreamRequestBody>,
-            u32,
-        ),
-        SendError,
-    > {
+        // The rare paths are boxed (h2c instances, a new connection): a
+        // request's future is copied whole, so its size is paid on every
+        // request.
+        if self.h2c {
+            let resp = Box::pin(self.send_h2(request, opts)).await?;
+            return Ok((resp, lease(None, 1)));
+        }
         while let Some((mut sender, idle_for, uses)) = self.check_out(opts.idle_timeout) {
             // Only a connection that sat idle can have been closed by the app
             // as we reuse it; a copy of the head to replay costs two
             // allocations, so keep one only then.
             let replay = (idle_for >= RACE_AFTER_IDLE)
                 .then(|| Replay::of(&request))
-                .flatten();
+                .flatten()
+                .map(Box::new);
             match sender.try_send_request(request).await {
-                Ok(resp) => return Ok((resp, sender, uses.saturating_add(1))),
+                Ok(resp) => return Ok((resp, lease(Some(sender), uses.saturating_add(1)))),
                 Err(mut e) => match e.take_message() {
                     // The connection died before our request went out.
                     Some(r) => request = r,
@@ -506,9 +457,38 @@ impl Endpoint {
             let _ = conn.await;
         });
         match sender.try_send_request(request).await {
-            Ok(resp) => Ok((resp, sender, 1)),
+            Ok(resp) => Ok((resp, lease(Some(sender), 1))),
             Err(e) => Err(SendError::from_try_send(e, false)),
         }
+    }
+
+    /// Send a request that asks for a protocol upgrade (websockets) on a
+    /// connection of its own: after `101 Switching Protocols` the
+    /// connection belongs to the upgraded stream and never returns to the
+    /// pool.
+    pub(crate) async fn send_upgrade(
+        &self,
+        request: Request<UpstreamRequestBody>,
+        opts: &ConnOpts,
+    ) -> Result<Response<Incoming>, SendError> {
+        self.requests.inc();
+        let (mut sender, conn) = match self.open_h1(opts).await {
+            Ok(x) => x,
+            Err((reason, kind)) => {
+                return Err(SendError::NotSent {
+                    request: Box::new(request),
+                    reason,
+                    kind,
+                });
+            }
+        };
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+            .try_send_request(request)
+            .await
+            .map_err(|e| SendError::from_try_send(e, false))
     }
 
     async fn send_h2(

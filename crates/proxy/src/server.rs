@@ -33,7 +33,7 @@ use crate::listeners::{BoxFuture, Connection, ConnectionHandler, ListenerInfo};
 use crate::metrics::GatewayStats;
 use crate::reply::{Generated, respond};
 use crate::request_metrics::RequestMetrics;
-use crate::table::RoutingTable;
+use crate::table::{HostRoute, RoutingTable, VirtualHost};
 use crate::tls::TlsInfo;
 use crate::vs_forward;
 
@@ -178,31 +178,49 @@ impl Gateway {
     }
 
     /// Route and forward one request.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
-        self.stats.request();
+    ///
+    /// Routing is synchronous and only the forward is awaited: a request's
+    /// future is copied whole at every level of `.await` nesting (and once
+    /// more into hyper's connection), so the common path keeps one level
+    /// between hyper and [`forward::forward`].
+    /// (An associated function taking the connection by value, so that
+    /// hyper's service future is this one, not a block around it.)
+    async fn handle(
+        conn: Arc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let conn = &*conn;
+        let this = &*conn.gateway;
+        this.stats.request();
         let http1 = req.version() < Version::HTTP_2;
+        if !http1 && !conn.h2.load(Ordering::Relaxed) {
+            conn.h2.store(true, Ordering::Relaxed);
+        }
         let mut rq = Rq {
             start: Instant::now(),
             log: None,
             recorded: false,
         };
-        if let Some(log) = self.access_log.get() {
-            let (parts, body) = req.into_parts();
+        if let Some(log) = this.access_log.get() {
             rq.log = Some(Pending::capture(
                 log,
-                &parts,
+                &req,
                 rq.start,
                 conn.local,
-                conn.remote(&parts.headers),
+                conn.remote(req.headers()),
                 conn.tls.as_ref().and_then(|t| t.sni.as_deref()),
             ));
-            let resp = self
-                .route(Request::from_parts(parts, body), conn, &mut rq)
-                .await;
-            return self.finish(self.drained(resp, http1), rq);
         }
-        let resp = self.route(req, conn, &mut rq).await;
-        self.finish(self.drained(resp, http1), rq)
+        let resp = match this.route(req, conn) {
+            Routed::Reply(resp) => resp,
+            Routed::Plain(route, req) => forward::forward(&route, req, conn, &mut rq).await,
+            // Boxed: the policy path's future is several times the size of
+            // the plain path's; inline, every request would pay its copies.
+            Routed::Mesh(table, vh, req) => {
+                Box::pin(vs_forward::forward(table, &vh, req, conn, &mut rq)).await
+            }
+        };
+        Ok(this.finish(this.drained(resp, http1), rq))
     }
 
     /// While draining, an HTTP/1.1 response closes its connection, so the
@@ -262,26 +280,26 @@ impl Gateway {
         resp
     }
 
-    async fn route(
-        &self,
-        req: Request<Incoming>,
-        conn: &ConnInfo,
-        rq: &mut Rq,
-    ) -> Response<ProxyBody> {
+    /// Where a request goes, decided from the current routing table.
+    fn route(&self, req: Request<Incoming>, conn: &ConnInfo) -> Routed {
         let table = self.table.load();
         if conn.listener.https_redirect() {
             let (parts, _) = req.into_parts();
             let view = RequestView::new(&parts, conn.scheme, conn.port);
             let to = Redirect::https().location(&view, 0);
-            return match local_reply::redirect(http::StatusCode::MOVED_PERMANENTLY, &to) {
-                Some(r) => respond(r),
-                None => respond(local_reply::bad_request(
-                    "cannot redirect this request to https",
-                )),
-            };
+            return Routed::Reply(
+                match local_reply::redirect(http::StatusCode::MOVED_PERMANENTLY, &to) {
+                    Some(r) => respond(r),
+                    None => respond(local_reply::bad_request(
+                        "cannot redirect this request to https",
+                    )),
+                },
+            );
         }
         let Some(authority) = authority(&req) else {
-            return respond(local_reply::bad_request("the request has no Host header"));
+            return Routed::Reply(respond(local_reply::bad_request(
+                "the request has no Host header",
+            )));
         };
         let host = host_of(authority);
         let lowered;
@@ -297,11 +315,7 @@ impl Gateway {
         {
             if let Some(vh) = lr.hosts.lookup(host) {
                 let vh = vh.clone();
-                let table = arc_swap::Guard::into_inner(table);
-                // Boxed: the policy path's future is several times the size
-                // of the plain path's, and a request's future is moved as a
-                // whole, so inline it would cost every request the copies.
-                return Box::pin(vs_forward::forward(table, &vh, req, conn, rq)).await;
+                return Routed::Mesh(arc_swap::Guard::into_inner(table), vh, req);
             }
             gateway_authz = lr.authz.clone();
         }
@@ -309,9 +323,9 @@ impl Gateway {
         let route = match table.lookup(host, scope.external, scope.local) {
             Some(r) => r.for_request(req.headers()).clone(),
             None => {
-                return respond(local_reply::no_route(&format!(
+                return Routed::Reply(respond(local_reply::no_route(&format!(
                     "no route matched host {host:?}: no Route serves this host on this listener (see `skiff get routes -A`)"
-                )));
+                ))));
             }
         };
         drop(table);
@@ -327,11 +341,21 @@ impl Gateway {
             if let (Decision::Deny(_), Some(r)) =
                 (&d, local_reply::denied(&d, "the ingress gateway"))
             {
-                return respond(r);
+                return Routed::Reply(respond(r));
             }
         }
-        forward::forward(&route, req, conn, rq).await
+        Routed::Plain(route, req)
     }
+}
+
+/// What routing decided for one request.
+enum Routed {
+    /// The gateway answers itself (no route, a redirect, a denial).
+    Reply(Response<ProxyBody>),
+    /// A Knative route: the fast path.
+    Plain(Arc<HostRoute>, Request<Incoming>),
+    /// A VirtualService bound to the host on this listener.
+    Mesh(Arc<RoutingTable>, Arc<VirtualHost>, Request<Incoming>),
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute form), else Host.
@@ -398,15 +422,7 @@ impl ConnectionHandler for HttpHandler {
         let builder = self.builder.clone();
         Box::pin(async move {
             let conn = info.clone();
-            let service = service_fn(move |req| {
-                let info = info.clone();
-                async move {
-                    if req.version() == Version::HTTP_2 && !info.h2.load(Ordering::Relaxed) {
-                        info.h2.store(true, Ordering::Relaxed);
-                    }
-                    Ok::<_, Infallible>(info.gateway.handle(req, &info).await)
-                }
-            });
+            let service = service_fn(move |req| Gateway::handle(info.clone(), req));
             let c = builder
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
