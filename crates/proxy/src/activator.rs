@@ -433,7 +433,8 @@ impl Backend {
     pub fn try_slot(self: &Arc<Self>, through_activator: bool) -> Option<Slot> {
         let ep = self.try_acquire(&[])?;
         Some(if through_activator {
-            self.enter(Instant::now()).into_slot(ep)
+            let now = Instant::now();
+            self.enter(now).into_slot(ep, now)
         } else {
             Slot::new(ep, self.clone())
         })
@@ -624,13 +625,14 @@ pub struct Entered {
 }
 
 impl Entered {
-    /// The request got `endpoint`'s slot: the slot ends both counts.
-    pub(crate) fn into_slot(mut self, endpoint: Arc<Endpoint>) -> Slot {
+    /// The request got `endpoint`'s slot (at `now`): the slot ends both
+    /// counts.
+    pub(crate) fn into_slot(mut self, endpoint: Arc<Endpoint>, now: Instant) -> Slot {
         let backend = self
             .backend
             .take()
             .expect("an entered request has its backend");
-        Slot::with(endpoint, backend, true)
+        Slot::with(endpoint, backend, true, now)
     }
 }
 
@@ -656,11 +658,16 @@ impl Slot {
     /// Wrap a slot already taken on `endpoint` by a request that did not go
     /// through the activator.
     pub(crate) fn new(endpoint: Arc<Endpoint>, backend: Arc<Backend>) -> Slot {
-        Slot::with(endpoint, backend, false)
+        Slot::with(endpoint, backend, false, Instant::now())
     }
 
-    fn with(endpoint: Arc<Endpoint>, backend: Arc<Backend>, proxied: bool) -> Slot {
-        endpoint.stats.request_in(Instant::now(), proxied);
+    /// [`Slot::new`], taken at `now` (a clock read the caller already made).
+    pub(crate) fn new_at(endpoint: Arc<Endpoint>, backend: Arc<Backend>, now: Instant) -> Slot {
+        Slot::with(endpoint, backend, false, now)
+    }
+
+    fn with(endpoint: Arc<Endpoint>, backend: Arc<Backend>, proxied: bool, now: Instant) -> Slot {
+        endpoint.stats.request_in(now, proxied);
         Slot {
             endpoint,
             backend,

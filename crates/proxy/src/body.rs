@@ -106,7 +106,12 @@ impl StreamLimits {
         StreamLimits {
             total,
             idle,
-            last_data: tokio::time::Instant::now(),
+            // Only the idle timeout reads it: no clock read without one.
+            last_data: if idle.is_some() {
+                tokio::time::Instant::now()
+            } else {
+                total
+            },
             timer: None,
         }
     }

@@ -42,11 +42,12 @@ pub(crate) fn prepare(
         headers::strip_hop_by_hop(&mut parts.headers);
     }
     headers::add_forwarded(&mut parts.headers, client_ip, scheme, trusted_proxy);
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(a) = parts.uri.authority()
+    // HTTP/2 clients send :authority instead of Host (HTTP/1.1 requests
+    // in origin form have no authority: no lookup for them).
+    if let Some(a) = parts.uri.authority()
+        && !parts.headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(a.as_str())
     {
-        // HTTP/2 clients send :authority instead of Host.
         parts.headers.insert(header::HOST, v);
     }
     // Origin form for HTTP/1.1 upstreams.
@@ -164,12 +165,12 @@ pub(crate) async fn forward(
             if let Some(p) = rq.log.as_mut() {
                 p.upstream_host = Some(addr);
             }
+            let sent_at = Instant::now();
             let slot = match entered.take() {
-                Some(e) => e.into_slot(ep),
-                None => Slot::new(ep, backend.clone()),
+                Some(e) => e.into_slot(ep, sent_at),
+                None => Slot::new_at(ep, backend.clone(), sent_at),
             };
             let ep = slot.endpoint().clone();
-            let sent_at = Instant::now();
             if let Some(down) = upgrade.take() {
                 break 'done Box::pin(forward_upgrade(backend, &ep, req, down, slot, deadline))
                     .await;

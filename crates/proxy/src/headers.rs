@@ -60,19 +60,25 @@ pub fn add_forwarded(
     proto: &'static str,
     trusted: bool,
 ) {
-    match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) if !prev.is_empty() => {
+    // One lookup; inserting into the occupied entry replaces every
+    // X-Forwarded-For line with the joined one.
+    match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) if !e.get().is_empty() => {
+            let prev = e.get();
             let mut joined = Vec::with_capacity(prev.len() + 2 + client_ip.len());
             joined.extend_from_slice(prev.as_bytes());
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(client_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
+                e.insert(v);
             }
         }
+        header::Entry::Occupied(mut e) => {
+            e.insert(client_ip.clone());
+        }
         // The common case: a refcount bump, no allocation.
-        _ => {
-            headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+        header::Entry::Vacant(e) => {
+            e.insert(client_ip.clone());
         }
     }
     if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {

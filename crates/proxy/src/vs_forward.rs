@@ -617,7 +617,7 @@ impl Attempts<'_> {
                     // Counted at the activator from arrival when it is in
                     // the path (the autoscaler's proxy mode).
                     let slot = if backend.in_proxy_mode() {
-                        backend.enter(rq.start).into_slot(ep)
+                        backend.enter(rq.start).into_slot(ep, Instant::now())
                     } else {
                         Slot::new(ep, backend.clone())
                     };
@@ -630,7 +630,7 @@ impl Attempts<'_> {
                     let deadline = earliest(total_deadline, rev_deadline);
                     let entered = backend.enter(Instant::now());
                     match backend.wait(deadline).await {
-                        Ok(ep) => (member, entered.into_slot(ep), true),
+                        Ok(ep) => (member, entered.into_slot(ep, Instant::now()), true),
                         Err(Rejection::TimedOut { .. })
                             if total_deadline.is_some_and(|t| t <= rev_deadline) =>
                         {

@@ -122,7 +122,9 @@ pub fn host_of(authority: &str) -> &str {
     if authority.starts_with('[') {
         return authority.find(']').map_or(authority, |i| &authority[..=i]);
     }
-    match authority.rfind(':') {
+    // memrchr: the host is on every request's path, and a byte-at-a-time
+    // scan of a typical Knative host costs several times as much.
+    match memchr::memrchr(b':', authority.as_bytes()) {
         Some(i) => &authority[..i],
         None => authority,
     }
