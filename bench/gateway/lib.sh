@@ -231,38 +231,91 @@ check_hello() {
     return 1
 }
 
-# measure NAME URL: check, warm up, RUNS throughput runs, one latency run;
-# appends a row to RESULTS. False (with FAIL_REASON) if it could not measure.
-measure() {
-    local name=$1 url=$2 i f parsed rps p50 p99 err errors=0 rpss=() stats rps_med rps_min rps_max
-    check_hello "$name" "$url" || return 1
-    log "$name: $url answers 'Hello World!'; warm-up ($WARMUP)"
-    wrk_run "$OUT/$name-warmup.txt" -t1 -c16 -d"$WARMUP" "$url" || return 1
-    for ((i = 1; i <= RUNS; i++)); do
-        f=$OUT/$name-rps-$i.txt
-        wrk_run "$f" -t2 -c16 -d"$DURATION" --latency "$url" || return 1
-        parsed=$(parse_wrk "$f") || { FAIL_REASON="cannot parse $(basename "$f")"; return 1; }
-        read -r rps p50 p99 err <<<"$parsed"
-        rpss+=("$rps")
-        errors=$((errors + err))
-        log "$name: throughput run $i/$RUNS (t2 c16 $DURATION): $rps req/s, p50 ${p50}us, p99 ${p99}us"
-        ((err == 0)) || { log "$name: wrk reported $err errors in run $i:"; wrk_errors "$f" >&2; }
-    done
-    f=$OUT/$name-c1.txt
-    wrk_run "$f" -t1 -c1 -d"$DURATION" --latency "$url" || return 1
-    parsed=$(parse_wrk "$f") || { FAIL_REASON="cannot parse $(basename "$f")"; return 1; }
+# measure_run KIND ROUND NAME WRK_ARGS...: one of measure's runs. It works
+# on measure's locals (bash scoping is dynamic): it reads m_url and sets f,
+# parsed, rps, p50, p99, err, errs and, when the run fails, dead[NAME].
+measure_run() {
+    local kind=$1 round=$2 n=$3
+    shift 3
+    f=$OUT/$n-$kind-$round.txt
+    if ! wrk_run "$f" "$@" --latency "${m_url[$n]}" || ! parsed=$(parse_wrk "$f"); then
+        [[ -n $FAIL_REASON ]] || FAIL_REASON="cannot parse $(basename "$f")"
+        dead[$n]=$FAIL_REASON
+        return 1
+    fi
     read -r rps p50 p99 err <<<"$parsed"
-    errors=$((errors + err))
-    log "$name: latency run (t1 c1 $DURATION): $rps req/s, p50 ${p50}us, p99 ${p99}us"
-    ((err == 0)) || { log "$name: wrk reported $err errors in the c=1 run:"; wrk_errors "$f" >&2; }
-    stats=$(printf '%s\n' "${rpss[@]}" | sort -g | awk '
+    errs[$n]=$((errs[$n] + err))
+    log "$n: $kind run $round/$RUNS ($*): $rps req/s, p50 ${p50}us, p99 ${p99}us"
+    ((err == 0)) || { log "$n: wrk reported $err errors in $(basename "$f"):"; wrk_errors "$f" >&2; }
+}
+
+# Median, min and max of the numbers on stdin.
+med_min_max() {
+    sort -g | awk '
         { v[NR] = $1 }
         END {
+            if (NR == 0) { print "- - -"; exit }
             med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
             printf "%.2f %.2f %.2f\n", med, v[1], v[NR]
-        }')
-    read -r rps_med rps_min rps_max <<<"$stats"
-    record "$name" ok "" "$rps_med" "$rps_min" "$rps_max" "$p50" "$p99" "$errors"
+        }'
+}
+
+# measure NAME=URL...: every target checked and warmed up, then measured in
+# rounds: RUNS throughput rounds, then RUNS latency (c=1) rounds, each round
+# giving every target one run, in an order that rotates from round to round.
+# On a shared machine whose load drifts, interleaving hits every target alike
+# and pairs them up round by round (ROUNDS keeps each throughput run). A row
+# per target in RESULTS: median rps (and range), median c=1 p50 and p99.
+# False if a target failed (recorded as failed, with its reason).
+measure() {
+    local spec kind n i j f parsed rps p50 p99 err failed=0 names=()
+    local -A m_url=() rpss=() p50s=() p99s=() errs=() dead=()
+    for spec in "$@"; do
+        n=${spec%%=*}
+        m_url[$n]=${spec#*=}
+        FAIL_REASON=
+        if check_hello "$n" "${m_url[$n]}" &&
+            log "$n: ${m_url[$n]} answers 'Hello World!'; warm-up ($WARMUP)" &&
+            wrk_run "$OUT/$n-warmup.txt" -t1 -c16 -d"$WARMUP" "${m_url[$n]}"; then
+            names+=("$n")
+            errs[$n]=0
+        else
+            record "$n" failed "$FAIL_REASON"
+            failed=1
+        fi
+    done
+    ((${#names[@]} > 0)) || return 1
+    for kind in rps c1; do
+        for ((i = 1; i <= RUNS; i++)); do
+            for ((j = 0; j < ${#names[@]}; j++)); do
+                n=${names[(j + i - 1) % ${#names[@]}]}
+                [[ -n ${dead[$n]:-} ]] && continue
+                FAIL_REASON=
+                if [[ $kind == rps ]]; then
+                    measure_run rps "$i" "$n" -t2 -c16 -d"$DURATION" || continue
+                    rpss[$n]+="$rps "
+                    printf '%s\t%s\t%s\n' "$n" "$i" "$rps" >>"$ROUNDS"
+                else
+                    measure_run c1 "$i" "$n" -t1 -c1 -d"$DURATION" || continue
+                    p50s[$n]+="$p50 "
+                    p99s[$n]+="$p99 "
+                fi
+            done
+        done
+    done
+    for n in "${names[@]}"; do
+        if [[ -n ${dead[$n]:-} ]]; then
+            record "$n" failed "${dead[$n]}"
+            failed=1
+            continue
+        fi
+        local rps_med rps_min rps_max p50_med p99_med
+        read -r rps_med rps_min rps_max <<<"$(tr ' ' '\n' <<<"${rpss[$n]}" | grep . | med_min_max)"
+        read -r p50_med _ _ <<<"$(tr ' ' '\n' <<<"${p50s[$n]}" | grep . | med_min_max)"
+        read -r p99_med _ _ <<<"$(tr ' ' '\n' <<<"${p99s[$n]}" | grep . | med_min_max)"
+        record "$n" ok "" "$rps_med" "$rps_min" "$rps_max" "$p50_med" "$p99_med" "${errs[$n]}"
+    done
+    ((failed == 0))
 }
 
 # ---------------------------------------------------------------------------

@@ -143,17 +143,6 @@ cpu_ticks() {
     echo "$t"
 }
 
-# Median, min and max of the numbers on stdin.
-med_min_max() {
-    sort -g | awk '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { print "- - -"; exit }
-            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%.2f %.2f %.2f\n", med, v[1], v[NR]
-        }'
-}
-
 GROUP_FAILED=0
 
 fail_target() { # fail_target NAME: record NAME as failed with FAIL_REASON

@@ -7,7 +7,8 @@
 #
 # Environment:
 #   DURATION   length of each measured wrk run (default 5s; QUICK: 1s)
-#   RUNS       throughput runs per target, the median is reported (default 3; QUICK: 1)
+#   RUNS       measuring rounds: every target gets one throughput and one c=1
+#              run per round, the medians are reported (default 3; QUICK: 1)
 #   QUICK=1    smoke run (defaults above, and no Envoy)
 #   ENVOY=0|1  leave Envoy out / in (default 1; QUICK: 0)
 #   SKIFF_BIN  use this skiff binary instead of `cargo build --release -p skiff`
@@ -98,22 +99,23 @@ start_direct() {
     }
 }
 
-run_skiff() {
-    local ready=True
+# start_TARGET: start the proxy in front of the direct hello app and set
+# URL[TARGET]; the proxies run side by side (idle but for the one measured),
+# so that measure can interleave them. False (with FAIL_REASON) on failure.
+declare -A URL=() PROXY_PID=()
+
+start_skiff() {
     skiff_start || return 1
     if ! skiff_apply "$HERE/hello-ksvc.yaml"; then
-        stop_pid "$SKIFF_PID"
+        skiff_stop
         return 1
     fi
     log "skiff: applied hello-ksvc.yaml; waiting for READY True"
-    if ! skiff_wait_ready hello; then
-        ready=failed
-    else
-        measure skiff "http://127.0.0.1:$SKIFF_GW/" || ready=failed
-    fi
-    # Keep the instance logs, then stop Skiff (it stops its instances).
-    skiff_stop
-    [[ $ready == True ]]
+    skiff_wait_ready hello || {
+        skiff_stop
+        return 1
+    }
+    URL[skiff]="http://127.0.0.1:$SKIFF_GW/"
 }
 
 # The proxies' backend is the direct hello app: it must still run.
@@ -123,66 +125,66 @@ backend_alive() {
     return 1
 }
 
-run_nginx() {
-    local port pid dir=$TMP/nginx
+# start_proxy NAME PORT WAIT_SECONDS LOG COMMAND...: a peer proxy listening on PORT.
+start_proxy() {
+    local name=$1 port=$2 wait=$3 logf=$4 pid
+    shift 4
+    start_bg pid "$LOGS/$logf" "$@"
+    if ! wait_listen "$port" "$pid" "$wait"; then
+        FAIL_REASON="$name did not listen (see logs/$name*.log)"
+        stop_pid "$pid"
+        return 1
+    fi
+    PROXY_PID[$name]=$pid
+    URL[$name]="http://127.0.0.1:$port/"
+}
+
+start_nginx() {
+    local port dir=$TMP/nginx
     backend_alive || return 1
     free_port port
     mkdir -p "$dir"
     chmod 755 "$TMP" "$dir" # the workers may run as another user
     render "$HERE/nginx.conf.in" "$OUT/conf/nginx.conf" "$port" "$DIRECT_PORT" "$dir"
-    start_bg pid "$LOGS/nginx.log" \
+    start_proxy nginx "$port" 20 nginx.log \
         "$NGINX" -p "$dir" -e "$LOGS/nginx-error.log" -c "$OUT/conf/nginx.conf" -g 'daemon off;'
-    if ! wait_listen "$port" "$pid" 20; then
-        FAIL_REASON="nginx did not listen (see logs/nginx*.log)"
-        stop_pid "$pid"
-        return 1
-    fi
-    local ok=0
-    measure nginx "http://127.0.0.1:$port/" || ok=1
-    stop_pid "$pid"
-    return "$ok"
 }
 
-run_haproxy() {
-    local port pid
+start_haproxy() {
+    local port
     backend_alive || return 1
     free_port port
     render "$HERE/haproxy.cfg.in" "$OUT/conf/haproxy.cfg" "$port" "$DIRECT_PORT" "$TMP"
-    start_bg pid "$LOGS/haproxy.log" "$HAPROXY" -db -f "$OUT/conf/haproxy.cfg"
-    if ! wait_listen "$port" "$pid" 20; then
-        FAIL_REASON="haproxy did not listen (see logs/haproxy.log)"
-        stop_pid "$pid"
-        return 1
-    fi
-    local ok=0
-    measure haproxy "http://127.0.0.1:$port/" || ok=1
-    stop_pid "$pid"
-    return "$ok"
+    start_proxy haproxy "$port" 20 haproxy.log "$HAPROXY" -db -f "$OUT/conf/haproxy.cfg"
 }
 
-run_envoy() {
-    local port pid
+start_envoy() {
+    local port
     backend_alive || return 1
     free_port port
     render "$HERE/envoy.yaml.in" "$OUT/conf/envoy.yaml" "$port" "$DIRECT_PORT" "$TMP"
-    start_bg pid "$LOGS/envoy.log" "$ENVOY_BIN" -c "$OUT/conf/envoy.yaml" \
+    start_proxy envoy "$port" 30 envoy.log "$ENVOY_BIN" -c "$OUT/conf/envoy.yaml" \
         --concurrency 2 --disable-hot-restart --log-level warn
-    if ! wait_listen "$port" "$pid" 30; then
-        FAIL_REASON="envoy did not listen (see logs/envoy.log)"
-        stop_pid "$pid"
-        return 1
-    fi
-    local ok=0
-    measure envoy "http://127.0.0.1:$port/" || ok=1
-    stop_pid "$pid"
-    return "$ok"
 }
 
 # ---------------------------------------------------------------------------
 # Summary
 
+# paired_ratios A B: A's rps over B's in each throughput round, in round
+# order ("0.98 1.03 1.01"); empty if they never ran in the same round.
+paired_ratios() {
+    awk -F'\t' -v a="$1" -v b="$2" '
+        { rps[$2 SUBSEP $1] = $3; if ($2 > n) n = $2 }
+        END {
+            for (i = 1; i <= n; i++)
+                if ((i SUBSEP a) in rps && (i SUBSEP b) in rps && rps[i SUBSEP b] > 0)
+                    out = out sprintf("%s%.2f", (out == "" ? "" : " "), rps[i SUBSEP a] / rps[i SUBSEP b])
+            print out
+        }' "$ROUNDS"
+}
+
 summary() {
-    awk -F'\t' -v runs="$RUNS" -v dur="$DURATION" '
+    awk -F'\t' -v runs="$RUNS" -v dur="$DURATION" -v paired="$(paired_ratios skiff nginx)" '
         function f0(x) { return sprintf("%.0f", x) }
         {
             name[NR] = $1; st[NR] = $2; note[NR] = $3
@@ -204,13 +206,14 @@ summary() {
                     (p50[i] == "-" ? "-" : f0(p50[i])), (p99[i] == "-" ? "-" : f0(p99[i])), add, err[i]
             }
             print ""
-            printf "rps: wrk -t2 -c16 -d%s, median of %d run(s); p50/p99: wrk -t1 -c1 -d%s\n", dur, runs, dur
+            printf "rps: wrk -t2 -c16 -d%s, median of %d round(s); p50/p99: wrk -t1 -c1 -d%s, medians of %d round(s)\n", dur, runs, dur, runs
+            print "(each round runs every target once, in an order that rotates from round to round)"
             print ""
             print "Targets:"
             if (ok["skiff"] && ok["nginx"]) {
                 v = (M["skiff"] >= M["nginx"]) ? "PASS" : "MISS"
-                printf "  %-34s %s  (skiff %.0f vs nginx %.0f req/s = %.2fx)\n", \
-                    "skiff rps >= nginx rps", v, M["skiff"], M["nginx"], M["skiff"] / M["nginx"]
+                printf "  %-34s %s  (skiff %.0f vs nginx %.0f req/s = %.2fx; per round: %s)\n", \
+                    "skiff rps >= nginx rps", v, M["skiff"], M["nginx"], M["skiff"] / M["nginx"], paired
             } else {
                 printf "  %-34s n/a   (skiff or nginx not measured)\n", "skiff rps >= nginx rps"
             }
@@ -236,7 +239,9 @@ summary() {
 
 mkdir -p "$OUT" "$LOGS" "$OUT/conf"
 RESULTS=$OUT/results.tsv
+ROUNDS=$OUT/rounds.tsv # target round rps: each throughput run
 : >"$RESULTS"
+: >"$ROUNDS"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-gateway-bench.XXXXXX")
 
 find_peers
@@ -266,23 +271,35 @@ log "raw output in $OUT"
 
 start_direct || die "$FAIL_REASON"
 log "direct: hello app on 127.0.0.1:$DIRECT_PORT (pid $DIRECT_PID)"
-measure direct "http://127.0.0.1:$DIRECT_PORT/" || die "direct: $FAIL_REASON"
 
-failed=0
+targets=("direct=http://127.0.0.1:$DIRECT_PORT/")
+not_started=()
 for target in skiff nginx haproxy envoy; do
     if [[ $target == envoy && -n $ENVOY_SKIP ]]; then
-        record envoy skipped "$ENVOY_SKIP"
+        not_started+=("$target"$'\t'skipped$'\t'"$ENVOY_SKIP")
         continue
     fi
     FAIL_REASON=
     log "$target: starting"
-    if ! "run_$target"; then
+    if "start_$target"; then
+        targets+=("$target=${URL[$target]}")
+    else
         log "$target: FAILED: $FAIL_REASON"
-        record "$target" failed "$FAIL_REASON"
-        failed=1
+        not_started+=("$target"$'\t'failed$'\t'"$FAIL_REASON")
     fi
 done
 
+failed=0
+measure "${targets[@]}" || failed=1
+for row in ${not_started[@]+"${not_started[@]}"}; do
+    IFS=$'\t' read -r target status reason <<<"$row"
+    record "$target" "$status" "$reason"
+    if [[ $status == failed ]]; then failed=1; fi
+done
+
+# Keep Skiff's instance logs, then stop everything.
+if [[ -n ${URL[skiff]:-} ]]; then skiff_stop; fi
+for target in "${!PROXY_PID[@]}"; do stop_pid "${PROXY_PID[$target]}"; done
 stop_pid "$DIRECT_PID"
 
 echo
