@@ -152,6 +152,18 @@ pub enum SendError {
 }
 
 impl SendError {
+    /// Nothing was written: `why` is the reason and its kind.
+    fn not_sent(
+        request: Request<UpstreamRequestBody>,
+        (reason, kind): (String, NotSentKind),
+    ) -> SendError {
+        SendError::NotSent {
+            request: Box::new(request),
+            reason,
+            kind,
+        }
+    }
+
     /// hyper hands the request back when nothing of it was written.
     fn from_try_send(
         mut e: hyper::client::conn::TrySendError<Request<UpstreamRequestBody>>,
@@ -445,13 +457,7 @@ impl Endpoint {
         }
         let (mut sender, conn) = match Box::pin(self.open_h1(opts)).await {
             Ok(x) => x,
-            Err((reason, kind)) => {
-                return Err(SendError::NotSent {
-                    request: Box::new(request),
-                    reason,
-                    kind,
-                });
-            }
+            Err(why) => return Err(SendError::not_sent(request, why)),
         };
         tokio::spawn(async move {
             let _ = conn.await;
@@ -474,13 +480,7 @@ impl Endpoint {
         self.requests.inc();
         let (mut sender, conn) = match self.open_h1(opts).await {
             Ok(x) => x,
-            Err((reason, kind)) => {
-                return Err(SendError::NotSent {
-                    request: Box::new(request),
-                    reason,
-                    kind,
-                });
-            }
+            Err(why) => return Err(SendError::not_sent(request, why)),
         };
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
@@ -568,12 +568,17 @@ impl Endpoint {
             .connect(opts)
             .await
             .map_err(|reason| (reason, NotSentKind::Connect))?;
-        http1::Builder::new().handshake(io).await.map_err(|e| {
-            (
-                format!("HTTP/1.1 handshake with {}: {e}", self.addr),
-                NotSentKind::Closed,
-            )
-        })
+        // Flattened writes, as the gateway's server side (see HttpHandler).
+        http1::Builder::new()
+            .writev(false)
+            .handshake(io)
+            .await
+            .map_err(|e| {
+                (
+                    format!("HTTP/1.1 handshake with {}: {e}", self.addr),
+                    NotSentKind::Closed,
+                )
+            })
     }
 
     async fn connect(&self, opts: &ConnOpts) -> Result<TokioIo<TcpStream>, String> {

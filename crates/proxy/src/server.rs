@@ -387,10 +387,12 @@ pub struct HttpHandler {
 
 impl HttpHandler {
     pub fn new(gateway: Arc<Gateway>) -> HttpHandler {
-        HttpHandler {
-            gateway,
-            builder: auto::Builder::new(TokioExecutor::new()),
-        }
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // One buffer per message instead of a queue of them: a typical
+        // response (a head and a small body) goes out in one write for
+        // about 400 fewer instructions; a large body costs one more copy.
+        builder.http1().writev(false);
+        HttpHandler { gateway, builder }
     }
 }
 
