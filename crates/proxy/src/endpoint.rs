@@ -568,17 +568,12 @@ impl Endpoint {
             .connect(opts)
             .await
             .map_err(|reason| (reason, NotSentKind::Connect))?;
-        // Flattened writes, as the gateway's server side (see HttpHandler).
-        http1::Builder::new()
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(|e| {
-                (
-                    format!("HTTP/1.1 handshake with {}: {e}", self.addr),
-                    NotSentKind::Closed,
-                )
-            })
+        http1::Builder::new().handshake(io).await.map_err(|e| {
+            (
+                format!("HTTP/1.1 handshake with {}: {e}", self.addr),
+                NotSentKind::Closed,
+            )
+        })
     }
 
     async fn connect(&self, opts: &ConnOpts) -> Result<TokioIo<TcpStream>, String> {

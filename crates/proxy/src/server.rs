@@ -387,13 +387,10 @@ pub struct HttpHandler {
 
 impl HttpHandler {
     pub fn new(gateway: Arc<Gateway>) -> HttpHandler {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // One buffer per message instead of a queue of them: a typical
-        // response (a head and a small body) goes out in one write, with
-        // less bookkeeping (with the client side's, 690 instructions per
-        // proxied request); a large body costs one more copy.
-        builder.http1().writev(false);
-        HttpHandler { gateway, builder }
+        HttpHandler {
+            gateway,
+            builder: auto::Builder::new(TokioExecutor::new()),
+        }
     }
 }
 
