@@ -170,11 +170,9 @@ impl SendError {
         reused: bool,
     ) -> SendError {
         match e.take_message() {
-            Some(request) => SendError::NotSent {
-                request: Box::new(request),
-                reason: e.into_error().to_string(),
-                kind: NotSentKind::Closed,
-            },
+            Some(request) => {
+                SendError::not_sent(request, (e.into_error().to_string(), NotSentKind::Closed))
+            }
             None => SendError::Failed {
                 reason: e.into_error().to_string(),
                 reused,
@@ -520,11 +518,7 @@ impl Endpoint {
                 let io = match self.connect(opts).await {
                     Ok(io) => io,
                     Err(reason) => {
-                        return Err(SendError::NotSent {
-                            request: Box::new(request),
-                            reason,
-                            kind: NotSentKind::Connect,
-                        });
+                        return Err(SendError::not_sent(request, (reason, NotSentKind::Connect)));
                     }
                 };
                 let (sender, conn) = match http2::Builder::new(TokioExecutor::new())
@@ -533,11 +527,8 @@ impl Endpoint {
                 {
                     Ok(x) => x,
                     Err(e) => {
-                        return Err(SendError::NotSent {
-                            request: Box::new(request),
-                            reason: format!("h2c handshake with {}: {e}", self.addr),
-                            kind: NotSentKind::Closed,
-                        });
+                        let reason = format!("h2c handshake with {}: {e}", self.addr);
+                        return Err(SendError::not_sent(request, (reason, NotSentKind::Closed)));
                     }
                 };
                 tokio::spawn(async move {

@@ -6,9 +6,9 @@
 //! watch channel's future re-registers its waker each time it is polled:
 //! about 900 instructions per request (3% of the gateway's work, measured
 //! with bench/gateway/instructions.sh), for signals that fire once in the
-//! connection's life. Behind a gate an idle
-//! signal costs an atomic swap. (`FuturesUnordered` does the same per
-//! child: each gets a waker of its own that marks it ready.)
+//! connection's life. Behind a gate an idle signal costs an atomic swap.
+//! (`FuturesUnordered` does the same per child: each gets a waker of its
+//! own that marks it ready.)
 
 use std::future::Future;
 use std::pin::Pin;

@@ -182,9 +182,9 @@ impl Gateway {
     /// Routing is synchronous and only the forward is awaited: a request's
     /// future is copied whole at every level of `.await` nesting (and once
     /// more into hyper's connection), so the common path keeps one level
-    /// between hyper and [`forward::forward`].
-    /// (An associated function taking the connection by value, so that
-    /// hyper's service future is this one, not a block around it.)
+    /// between hyper and [`forward::forward`]. It takes the connection by
+    /// value so that hyper's service future is this one, not a block
+    /// around it.
     async fn handle(
         conn: Arc<ConnInfo>,
         req: Request<Incoming>,
