@@ -8,12 +8,15 @@
 #   bench/gateway/instructions.sh        # about 2 minutes plus the build
 #
 # Targets: Skiff's gateway (hello as a Knative Service, the activator in the
-# path as Knative's defaults put it) and nginx (one worker, the
-# configuration of run.sh) in front of the same hello app.
+# path as Knative's defaults put it), the bare hyper proxy of
+# bench/hyper-proxy (one thread) and nginx (one worker, the configuration of
+# run.sh), in front of the same hello app.
 #
 # Environment:
 #   DURATION   length of the measured wrk run (default 5s)
 #   SKIFF_BIN  use this skiff binary instead of `cargo build --release -p skiff`
+#   HYPER_PROXY_BIN  use this hyper-proxy binary instead of
+#              `cargo build --release -p skiff-bench-hyper-proxy`
 #   OUT_DIR    where to save the callgrind profiles and the summary
 #              (default bench/out/instructions-<timestamp>)
 # shellcheck disable=SC2317 # functions run from traps
@@ -67,6 +70,7 @@ if ! command -v valgrind >/dev/null; then
 fi
 resolve_skiff_bin
 SKIFF_BIN=$(realpath "$SKIFF_BIN")
+resolve_hyper_proxy_bin
 
 # The app both proxies forward to, run directly (not under valgrind).
 free_port DIRECT_PORT
@@ -92,6 +96,16 @@ skiff_wait_ready hello || die "hello did not become ready under Skiff"
 count skiff "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/"
 stop_pid "$SKIFF_PID"
 
+# The bare hyper proxy (bench/hyper-proxy) under callgrind, one thread as
+# nginx has one worker: the floor of the stack Skiff is built on.
+free_port HYPER_PORT
+start_bg HYPER_PID "$LOGS/hyper-proxy.log" valgrind --tool=callgrind \
+    --callgrind-out-file="$OUT/hyper.callgrind.%p" "$HYPER_PROXY_BIN" \
+    "127.0.0.1:$HYPER_PORT" "127.0.0.1:$DIRECT_PORT" 1
+wait_listen "$HYPER_PORT" "$HYPER_PID" 60 || die "hyper-proxy did not listen under valgrind (see $LOGS/hyper-proxy.log)"
+count hyper "$HYPER_PID" "http://127.0.0.1:$HYPER_PORT/"
+stop_pid "$HYPER_PID"
+
 # nginx under callgrind: one process, so the worker is the process counted.
 free_port NGINX_PORT
 mkdir -p "$TMP/nginx"
@@ -107,6 +121,7 @@ stop_pid "$NGINX_PID"
 {
     echo "commit:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "skiff:    $SKIFF_BIN"
+    echo "hyper:    $HYPER_PROXY_BIN (bench/hyper-proxy)"
     echo
     printf '%-8s %10s %14s %10s\n' target requests "instr/request" "vs nginx"
     nginx_ir=$(awk -F'\t' '$1 == "nginx" {print $3}' "$RESULTS")

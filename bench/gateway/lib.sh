@@ -2,7 +2,8 @@
 #
 # The sourcing script sets, before calling anything here: OUT, LOGS, RESULTS,
 # TMP, WARMUP, RUNS, DURATION, HOST_HEADER, HERE, ROOT, and after
-# find_peers/resolve_skiff_bin: WRK, NGINX, HAPROXY, SKIFF_BIN.
+# find_peers/resolve_skiff_bin/resolve_hyper_proxy_bin: WRK, NGINX, HAPROXY,
+# SKIFF_BIN, HYPER_PROXY_BIN.
 # Sourcing installs the EXIT/INT/TERM traps that stop every process started
 # with start_bg.
 # shellcheck shell=bash
@@ -330,18 +331,33 @@ find_peers() {
     command -v curl >/dev/null || die "curl is not installed"
 }
 
+# cargo_bin PACKAGE BIN: build PACKAGE's release binary BIN with cargo and
+# print its path.
+cargo_bin() {
+    local target_dir
+    log "building $2 (cargo build --release -p $1)"
+    (cd "$ROOT" && cargo build --release -p "$1") >&2
+    target_dir=${CARGO_TARGET_DIR:-target}
+    [[ $target_dir == /* ]] || target_dir=$ROOT/$target_dir
+    [[ -x $target_dir/release/$2 ]] || die "cargo build did not produce $target_dir/release/$2"
+    echo "$target_dir/release/$2"
+}
+
 # resolve_skiff_bin: SKIFF_BIN as given, else built with cargo.
 resolve_skiff_bin() {
-    local target_dir
     if [[ -n ${SKIFF_BIN:-} ]]; then
         [[ -x $SKIFF_BIN ]] || die "SKIFF_BIN=$SKIFF_BIN is not executable"
     else
-        log "building skiff (cargo build --release -p skiff)"
-        (cd "$ROOT" && cargo build --release -p skiff)
-        target_dir=${CARGO_TARGET_DIR:-target}
-        [[ $target_dir == /* ]] || target_dir=$ROOT/$target_dir
-        SKIFF_BIN=$target_dir/release/skiff
-        [[ -x $SKIFF_BIN ]] || die "cargo build did not produce $SKIFF_BIN"
+        SKIFF_BIN=$(cargo_bin skiff skiff) || die "building skiff failed"
+    fi
+}
+
+# resolve_hyper_proxy_bin: HYPER_PROXY_BIN as given, else built with cargo.
+resolve_hyper_proxy_bin() {
+    if [[ -n ${HYPER_PROXY_BIN:-} ]]; then
+        [[ -x $HYPER_PROXY_BIN ]] || die "HYPER_PROXY_BIN=$HYPER_PROXY_BIN is not executable"
+    else
+        HYPER_PROXY_BIN=$(cargo_bin skiff-bench-hyper-proxy hyper-proxy) || die "building hyper-proxy failed"
     fi
 }
 

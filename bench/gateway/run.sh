@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Gateway benchmark: Skiff's gateway against the hello app called directly and
-# behind nginx, HAProxy and Envoy, all on 127.0.0.1, measured with wrk.
+# behind nginx, HAProxy, Envoy and a bare hyper proxy (bench/hyper-proxy),
+# all on 127.0.0.1, measured with wrk.
 #
 #   bench/gateway/run.sh                 # full run (several minutes)
 #   QUICK=1 bench/gateway/run.sh         # smoke run: 1s, 1 run, no Envoy
@@ -12,6 +13,8 @@
 #   QUICK=1    smoke run (defaults above, and no Envoy)
 #   ENVOY=0|1  leave Envoy out / in (default 1; QUICK: 0)
 #   SKIFF_BIN  use this skiff binary instead of `cargo build --release -p skiff`
+#   HYPER_PROXY_BIN  use this hyper-proxy binary instead of
+#              `cargo build --release -p skiff-bench-hyper-proxy`
 #   ENVOY_BIN  use this envoy binary instead of the one installed in bench/.venv-envoy
 #   OUT_DIR    where to save raw wrk output and the summary
 #              (default bench/out/<timestamp>)
@@ -158,6 +161,16 @@ start_haproxy() {
     start_proxy haproxy "$port" 20 haproxy.log "$HAPROXY" -db -f "$OUT/conf/haproxy.cfg"
 }
 
+# The floor: hyper and tokio alone, arranged as Skiff's gateway is
+# (bench/hyper-proxy), with as many threads as Skiff's gateway has.
+start_hyper() {
+    local port
+    backend_alive || return 1
+    free_port port
+    start_proxy hyper "$port" 20 hyper-proxy.log \
+        "$HYPER_PROXY_BIN" "127.0.0.1:$port" "127.0.0.1:$DIRECT_PORT"
+}
+
 start_envoy() {
     local port
     backend_alive || return 1
@@ -184,7 +197,8 @@ paired_ratios() {
 }
 
 summary() {
-    awk -F'\t' -v runs="$RUNS" -v dur="$DURATION" -v paired="$(paired_ratios skiff nginx)" '
+    awk -F'\t' -v runs="$RUNS" -v dur="$DURATION" -v paired="$(paired_ratios skiff nginx)" \
+        -v paired_sh="$(paired_ratios skiff hyper)" -v paired_hn="$(paired_ratios hyper nginx)" '
         function f0(x) { return sprintf("%.0f", x) }
         {
             name[NR] = $1; st[NR] = $2; note[NR] = $3
@@ -225,6 +239,15 @@ summary() {
             } else {
                 printf "  %-34s n/a   (skiff or direct not measured)\n", "skiff added p50 at c=1 <= 30 us"
             }
+            # The floor: what the chosen stack (hyper + tokio) costs alone.
+            if (ok["hyper"] && ok["nginx"] && ok["skiff"]) {
+                print ""
+                print "The floor (bench/hyper-proxy: hyper and tokio alone, no Skiff work):"
+                printf "  %-34s %.2fx  (per round: %s)\n", "hyper rps vs nginx rps", M["hyper"] / M["nginx"], paired_hn
+                printf "  %-34s %.2fx  (per round: %s)\n", "skiff rps vs hyper rps", M["skiff"] / M["hyper"], paired_sh
+                if (P50["hyper"] != "-" && P50["direct"] != "-")
+                    printf "  %-34s %+.0f us\n", "hyper added p50 at c=1", P50["hyper"] - P50["direct"]
+            }
             for (i = 1; i <= NR; i++) if (st[i] == "ok" && err[i] > 0) {
                 print ""
                 print "Warning: wrk reported non-2xx/3xx responses or socket errors (column errors);"
@@ -254,6 +277,7 @@ else
 fi
 
 resolve_skiff_bin
+resolve_hyper_proxy_bin
 
 {
     echo "Skiff gateway benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -274,7 +298,7 @@ log "direct: hello app on 127.0.0.1:$DIRECT_PORT (pid $DIRECT_PID)"
 
 targets=("direct=http://127.0.0.1:$DIRECT_PORT/")
 not_started=()
-for target in skiff nginx haproxy envoy; do
+for target in skiff hyper nginx haproxy envoy; do
     if [[ $target == envoy && -n $ENVOY_SKIP ]]; then
         not_started+=("$target"$'\t'skipped$'\t'"$ENVOY_SKIP")
         continue
