@@ -165,12 +165,34 @@ install_apt_peers() {
 # ---------------------------------------------------------------------------
 # Measuring
 
-RESULTS= # tab-separated: target status note rps_med rps_min rps_max p50_us p99_us errors
+RESULTS= # tab-separated: target status note rps_med rps_min rps_max p50_us p99_us errors cpu_us
 FAIL_REASON=
 
-record() { # record TARGET STATUS NOTE [RPS_MED RPS_MIN RPS_MAX P50 P99 ERRORS]
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" \
-        "${4:--}" "${5:--}" "${6:--}" "${7:--}" "${8:--}" "${9:--}" >>"$RESULTS"
+record() { # record TARGET STATUS NOTE [RPS_MED RPS_MIN RPS_MAX P50 P99 ERRORS [CPU_US]]
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" \
+        "${4:--}" "${5:--}" "${6:--}" "${7:--}" "${8:--}" "${9:--}" "${10:--}" >>"$RESULTS"
+}
+
+wrk_requests() { awk '/ requests in / { print $1; exit }' "$1"; }
+
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# cpu_ticks PID...: user + system CPU time of the PIDs (every thread), in
+# clock ticks.
+cpu_ticks() {
+    local p s fields t=0
+    for p in "$@"; do
+        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        read -ra fields <<<"${s##*) }"
+        t=$((t + fields[11] + fields[12]))
+    done
+    echo "$t"
+}
+
+# cpu_per_request TICKS WRK_OUTPUT: µs of CPU per request of that wrk run.
+cpu_per_request() {
+    awk -v t="$1" -v hz="$CLK_TCK" -v n="$(wrk_requests "$2")" \
+        'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }'
 }
 
 # parse_wrk FILE: "rps p50_us p99_us errors", errors = non-2xx/3xx responses
@@ -265,12 +287,15 @@ med_min_max() {
 # rounds: RUNS throughput rounds, then RUNS latency (c=1) rounds, each round
 # giving every target one run, in an order that rotates from round to round.
 # On a shared machine whose load drifts, interleaving hits every target alike
-# and pairs them up round by round (ROUNDS keeps each throughput run). A row
-# per target in RESULTS: median rps (and range), median c=1 p50 and p99.
-# False if a target failed (recorded as failed, with its reason).
+# and pairs them up round by round (ROUNDS keeps each throughput run, with
+# the CPU per request of the processes CPU_PIDS[NAME] lists, if any). A row
+# per target in RESULTS: median rps (and range), median c=1 p50 and p99,
+# median CPU per request. False if a target failed (recorded as failed, with
+# its reason).
+declare -A CPU_PIDS=()
 measure() {
-    local spec kind n i j f parsed rps p50 p99 err failed=0 names=()
-    local -A m_url=() rpss=() p50s=() p99s=() errs=() dead=()
+    local spec kind n i j f parsed rps p50 p99 err failed=0 names=() t0 t1 cpu
+    local -A m_url=() rpss=() p50s=() p99s=() errs=() dead=() cpus=()
     for spec in "$@"; do
         n=${spec%%=*}
         m_url[$n]=${spec#*=}
@@ -293,9 +318,18 @@ measure() {
                 [[ -n ${dead[$n]:-} ]] && continue
                 FAIL_REASON=
                 if [[ $kind == rps ]]; then
+                    # shellcheck disable=SC2086 # a list of PIDs
+                    t0=$(cpu_ticks ${CPU_PIDS[$n]:-})
                     measure_run rps "$i" "$n" -t2 -c16 -d"$DURATION" || continue
+                    # shellcheck disable=SC2086
+                    t1=$(cpu_ticks ${CPU_PIDS[$n]:-})
+                    cpu=-
+                    if [[ -n ${CPU_PIDS[$n]:-} ]]; then
+                        cpu=$(cpu_per_request "$((t1 - t0))" "$f")
+                        cpus[$n]+="$cpu "
+                    fi
                     rpss[$n]+="$rps "
-                    printf '%s\t%s\t%s\n' "$n" "$i" "$rps" >>"$ROUNDS"
+                    printf '%s\t%s\t%s\t%s\n' "$n" "$i" "$rps" "$cpu" >>"$ROUNDS"
                 else
                     measure_run c1 "$i" "$n" -t1 -c1 -d"$DURATION" || continue
                     p50s[$n]+="$p50 "
@@ -310,11 +344,14 @@ measure() {
             failed=1
             continue
         fi
-        local rps_med rps_min rps_max p50_med p99_med
+        local rps_med rps_min rps_max p50_med p99_med cpu_med=-
         read -r rps_med rps_min rps_max <<<"$(tr ' ' '\n' <<<"${rpss[$n]}" | grep . | med_min_max)"
         read -r p50_med _ _ <<<"$(tr ' ' '\n' <<<"${p50s[$n]}" | grep . | med_min_max)"
         read -r p99_med _ _ <<<"$(tr ' ' '\n' <<<"${p99s[$n]}" | grep . | med_min_max)"
-        record "$n" ok "" "$rps_med" "$rps_min" "$rps_max" "$p50_med" "$p99_med" "${errs[$n]}"
+        if [[ -n ${cpus[$n]:-} ]]; then
+            read -r cpu_med _ _ <<<"$(tr ' ' '\n' <<<"${cpus[$n]}" | grep . | med_min_max)"
+        fi
+        record "$n" ok "" "$rps_med" "$rps_min" "$rps_max" "$p50_med" "$p99_med" "${errs[$n]}" "$cpu_med"
     done
     ((failed == 0))
 }

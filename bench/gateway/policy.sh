@@ -126,22 +126,8 @@ vs_counts() {
         END { printf "%d %d\n", a, b }'
 }
 
-wrk_requests() { awk '/ requests in / { print $1; exit }' "$1"; }
-
 # The processes whose CPU time counts as the proxy's (set per proxy).
 PROXY_PIDS=()
-CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-
-# cpu_ticks: user + system CPU time of PROXY_PIDS (every thread), in clock ticks.
-cpu_ticks() {
-    local p s f t=0
-    for p in ${PROXY_PIDS[@]+"${PROXY_PIDS[@]}"}; do
-        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        read -ra f <<<"${s##*) }"
-        t=$((t + f[11] + f[12]))
-    done
-    echo "$t"
-}
 
 GROUP_FAILED=0
 
@@ -177,13 +163,13 @@ measure_group() {
             [[ -n ${dead[$n]:-} ]] && continue
             f=$OUT/$n-rps-$i.txt
             [[ $n == skiff-policy ]] && read -r b1 b2 <<<"$(vs_counts)"
-            t0=$(cpu_ticks)
+            t0=$(cpu_ticks "${PROXY_PIDS[@]}")
             if ! target_wrk "$n" "$f" -t2 -c16 -d"$DURATION" --latency; then
                 dead[$n]=1
                 fail_target "$n"
                 continue
             fi
-            t1=$(cpu_ticks)
+            t1=$(cpu_ticks "${PROXY_PIDS[@]}")
             if [[ $n == skiff-policy ]]; then
                 read -r s1 s2 <<<"$(vs_counts)"
                 v1[$n]=$((${v1[$n]:-0} + s1 - b1))
@@ -197,8 +183,7 @@ measure_group() {
                 continue
             }
             read -r rps p50 p99 err <<<"$parsed"
-            cpu=$(awk -v t="$((t1 - t0))" -v hz="$CLK_TCK" -v n="$(wrk_requests "$f")" \
-                'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+            cpu=$(cpu_per_request "$((t1 - t0))" "$f")
             rpss[$n]+="$rps "
             cpus[$n]+="$cpu "
             p50s[$n]+="$p50 "

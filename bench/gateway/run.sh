@@ -100,6 +100,7 @@ start_direct() {
         FAIL_REASON="hello app did not listen on $DIRECT_PORT (see logs/direct-hello.log)"
         return 1
     }
+    CPU_PIDS[direct]=$DIRECT_PID
 }
 
 # start_TARGET: start the proxy in front of the direct hello app and set
@@ -119,6 +120,7 @@ start_skiff() {
         return 1
     }
     URL[skiff]="http://127.0.0.1:$SKIFF_GW/"
+    CPU_PIDS[skiff]=$SKIFF_PID # the gateway, queue-proxy and activator, not the instances
 }
 
 # The proxies' backend is the direct hello app: it must still run.
@@ -139,6 +141,7 @@ start_proxy() {
         return 1
     fi
     PROXY_PID[$name]=$pid
+    CPU_PIDS[$name]=$pid
     URL[$name]="http://127.0.0.1:$port/"
 }
 
@@ -150,7 +153,9 @@ start_nginx() {
     chmod 755 "$TMP" "$dir" # the workers may run as another user
     render "$HERE/nginx.conf.in" "$OUT/conf/nginx.conf" "$port" "$DIRECT_PORT" "$dir"
     start_proxy nginx "$port" 20 nginx.log \
-        "$NGINX" -p "$dir" -e "$LOGS/nginx-error.log" -c "$OUT/conf/nginx.conf" -g 'daemon off;'
+        "$NGINX" -p "$dir" -e "$LOGS/nginx-error.log" -c "$OUT/conf/nginx.conf" -g 'daemon off;' ||
+        return 1
+    CPU_PIDS[nginx]="${PROXY_PID[nginx]} $(pgrep -P "${PROXY_PID[nginx]}" | tr '\n' ' ')" # master and workers
 }
 
 start_haproxy() {
@@ -203,25 +208,29 @@ summary() {
         {
             name[NR] = $1; st[NR] = $2; note[NR] = $3
             med[NR] = $4; lo[NR] = $5; hi[NR] = $6; p50[NR] = $7; p99[NR] = $8; err[NR] = $9
-            if ($2 == "ok") { ok[$1] = 1; M[$1] = $4; P50[$1] = $7 }
+            cpu[NR] = ($10 == "" ? "-" : $10)
+            if ($2 == "ok") { ok[$1] = 1; M[$1] = $4; P50[$1] = $7; CPU[$1] = cpu[NR] }
         }
         END {
-            printf "%-8s %10s %17s %9s %9s %9s %9s %10s %6s\n", "target", "rps", "rps range", \
-                "rps vs", "rps vs", "p50 c=1", "p99 c=1", "added p50", "wrk"
-            printf "%-8s %10s %17s %9s %9s %9s %9s %10s %6s\n", "", "(median)", "(min-max)", \
-                "direct", "nginx", "(us)", "(us)", "(us)", "errors"
+            printf "%-8s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", "target", "rps", "rps range", \
+                "rps vs", "rps vs", "p50 c=1", "p99 c=1", "added p50", "CPU", "wrk"
+            printf "%-8s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", "", "(median)", "(min-max)", \
+                "direct", "nginx", "(us)", "(us)", "(us)", "us/req", "errors"
             for (i = 1; i <= NR; i++) {
                 if (st[i] != "ok") { printf "%-8s %s: %s\n", name[i], st[i], note[i]; continue }
                 rd = ok["direct"] && M["direct"] > 0 ? sprintf("%.2f", med[i] / M["direct"]) : "-"
                 rn = ok["nginx"] && M["nginx"] > 0 ? sprintf("%.2f", med[i] / M["nginx"]) : "-"
                 add = ok["direct"] && p50[i] != "-" ? sprintf("%+.0f", p50[i] - P50["direct"]) : "-"
-                printf "%-8s %10s %17s %9s %9s %9s %9s %10s %6s\n", name[i], f0(med[i]), \
+                printf "%-8s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", name[i], f0(med[i]), \
                     f0(lo[i]) "-" f0(hi[i]), rd, rn, \
-                    (p50[i] == "-" ? "-" : f0(p50[i])), (p99[i] == "-" ? "-" : f0(p99[i])), add, err[i]
+                    (p50[i] == "-" ? "-" : f0(p50[i])), (p99[i] == "-" ? "-" : f0(p99[i])), add, \
+                    (cpu[i] == "-" ? "-" : sprintf("%.1f", cpu[i])), err[i]
             }
             print ""
             printf "rps: wrk -t2 -c16 -d%s, median of %d round(s); p50/p99: wrk -t1 -c1 -d%s, medians of %d round(s)\n", dur, runs, dur, runs
             print "(each round runs every target once, in an order that rotates from round to round)"
+            print "CPU: user + system time of the target'"'"'s processes per request in the rps runs, median"
+            print "(direct: the app; skiff: the skiff serve process, not its instances; nginx: master and workers)"
             print ""
             print "Targets:"
             if (ok["skiff"] && ok["nginx"]) {
@@ -245,6 +254,9 @@ summary() {
                 print "The floor (bench/hyper-proxy: hyper and tokio alone, no Skiff work):"
                 printf "  %-34s %.2fx  (per round: %s)\n", "hyper rps vs nginx rps", M["hyper"] / M["nginx"], paired_hn
                 printf "  %-34s %.2fx  (per round: %s)\n", "skiff rps vs hyper rps", M["skiff"] / M["hyper"], paired_sh
+                if (CPU["hyper"] != "-" && CPU["nginx"] != "-" && CPU["skiff"] != "-" && CPU["nginx"] > 0 && CPU["hyper"] > 0)
+                    printf "  %-34s %.2fx nginx'"'"'s, skiff %.2fx hyper'"'"'s\n", "CPU per request: hyper", \
+                        CPU["hyper"] / CPU["nginx"], CPU["skiff"] / CPU["hyper"]
                 if (P50["hyper"] != "-" && P50["direct"] != "-")
                     printf "  %-34s %+.0f us\n", "hyper added p50 at c=1", P50["hyper"] - P50["direct"]
             }
@@ -262,7 +274,7 @@ summary() {
 
 mkdir -p "$OUT" "$LOGS" "$OUT/conf"
 RESULTS=$OUT/results.tsv
-ROUNDS=$OUT/rounds.tsv # target round rps: each throughput run
+ROUNDS=$OUT/rounds.tsv # target round rps cpu_us: each throughput run
 : >"$RESULTS"
 : >"$ROUNDS"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-gateway-bench.XXXXXX")
