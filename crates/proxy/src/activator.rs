@@ -652,6 +652,8 @@ pub struct Slot {
     endpoint: Arc<Endpoint>,
     backend: Arc<Backend>,
     proxied: bool,
+    /// Already ended by [`Slot::end_at`].
+    ended: bool,
 }
 
 impl Slot {
@@ -672,17 +674,23 @@ impl Slot {
             endpoint,
             backend,
             proxied,
+            ended: false,
         }
     }
 
     pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
     }
-}
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let now = Instant::now();
+    /// End the request's counts at `now` (a clock read the caller already
+    /// made) and hand the slot on; dropping a slot does this at its own
+    /// clock read.
+    pub(crate) fn end_at(mut self, now: Instant) {
+        self.end(now);
+    }
+
+    fn end(&mut self, now: Instant) {
+        self.ended = true;
         self.endpoint.stats.request_out(now, self.proxied);
         self.endpoint.release();
         if self.proxied {
@@ -690,6 +698,14 @@ impl Drop for Slot {
         }
         if self.backend.waiting.load(Ordering::SeqCst) > 0 {
             self.backend.dispatch();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(Instant::now());
         }
     }
 }

@@ -218,16 +218,20 @@ impl Lease {
 
     /// The response body ended (`clean`) or was abandoned/failed.
     pub fn finish(mut self, clean: bool) {
+        // One clock read for the pool and the slot's counts.
+        let now = Instant::now();
         if clean
             && let Some(sender) = self.sender.take()
             && self.uses < self.max_uses
         {
-            self.slot.endpoint().check_in(sender, self.uses);
+            self.slot.endpoint().check_in(sender, self.uses, now);
         }
         self.admission = None;
         if let Some(x) = self.extras.take() {
             x.finish(clean);
         }
+        // Released after the connection went back to the pool.
+        self.slot.end_at(now);
     }
 
     /// Count response body bytes for the access log (and the idle timer).
@@ -364,7 +368,7 @@ impl Endpoint {
         self.h2c
     }
 
-    fn check_in(&self, sender: http1::SendRequest<UpstreamRequestBody>, uses: u32) {
+    fn check_in(&self, sender: http1::SendRequest<UpstreamRequestBody>, uses: u32, now: Instant) {
         if self.is_retired() || sender.is_closed() {
             return;
         }
@@ -372,21 +376,22 @@ impl Endpoint {
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle {
                 sender,
-                since: Instant::now(),
+                since: now,
                 uses,
             });
         }
     }
 
-    /// The most recently used live connection, how long it sat idle and
-    /// how many requests it carried, dropping stale ones.
+    /// The most recently used live connection, how long it sat idle (at
+    /// `now`) and how many requests it carried, dropping stale ones.
     fn check_out(
         &self,
         max_idle: Duration,
+        now: Instant,
     ) -> Option<(http1::SendRequest<UpstreamRequestBody>, Duration, u32)> {
         let mut idle = lock(&self.idle[worker::index()]);
         while let Some(c) = idle.pop() {
-            let idle_for = c.since.elapsed();
+            let idle_for = now.saturating_duration_since(c.since);
             if idle_for < max_idle && !c.sender.is_closed() {
                 return Some((c.sender, idle_for, c.uses));
             }
@@ -406,6 +411,7 @@ impl Endpoint {
         mut request: Request<UpstreamRequestBody>,
         slot: Slot,
         opts: &ConnOpts,
+        now: Instant,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         self.requests.inc();
         let max_uses = opts.max_requests.unwrap_or(u32::MAX);
@@ -425,7 +431,7 @@ impl Endpoint {
             let resp = Box::pin(self.send_h2(request, opts)).await?;
             return Ok((resp, lease(None, 1)));
         }
-        while let Some((mut sender, idle_for, uses)) = self.check_out(opts.idle_timeout) {
+        while let Some((mut sender, idle_for, uses)) = self.check_out(opts.idle_timeout, now) {
             // Only a connection that sat idle can have been closed by the app
             // as we reuse it; a copy of the head to replay costs two
             // allocations, so keep one only then.

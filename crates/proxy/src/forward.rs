@@ -28,17 +28,19 @@ const MAX_ATTEMPTS: usize = 3;
 
 /// Turn the client's request head into the upstream one (in place):
 /// per-hop headers out (but those an upgrade needs), forwarding headers
-/// in, origin-form URI, HTTP/1.1.
+/// in, origin-form URI, HTTP/1.1. `hop_by_hop`: the head has per-hop
+/// headers (see [`upgrade_of`]).
 pub(crate) fn prepare(
     parts: &mut Parts,
     client_ip: &HeaderValue,
     scheme: &'static str,
     upgrade: bool,
     trusted_proxy: bool,
+    hop_by_hop: bool,
 ) {
     if upgrade {
         upgrade::keep_upgrade_headers(&mut parts.headers);
-    } else {
+    } else if hop_by_hop {
         headers::strip_hop_by_hop(&mut parts.headers);
     }
     headers::add_forwarded(&mut parts.headers, client_ip, scheme, trusted_proxy);
@@ -60,6 +62,16 @@ pub(crate) fn prepare(
         }
     }
     parts.version = Version::HTTP_11;
+}
+
+/// Whether `req` has per-hop headers, and the client's side of the upgrade
+/// it asks for, if any: one pass over the header names for both (an
+/// upgrade needs `Connection` and `Upgrade`, both per-hop).
+pub(crate) fn upgrade_of<B>(req: &mut Request<B>) -> (bool, Option<hyper::upgrade::OnUpgrade>) {
+    let hop_by_hop = headers::has_hop_by_hop(req.headers());
+    let upgrade = (hop_by_hop && upgrade::wanted(req.version(), req.headers()))
+        .then(|| hyper::upgrade::on(&mut *req));
+    (hop_by_hop, upgrade)
 }
 
 /// The flags of a response, if the gateway generated it.
@@ -165,7 +177,13 @@ pub(crate) async fn forward(
             if let Some(p) = rq.log.as_mut() {
                 p.upstream_host = Some(addr);
             }
-            let sent_at = Instant::now();
+            // The first try of a request that did not queue goes out as it
+            // arrived (microseconds apart): no second clock read.
+            let sent_at = if attempt == 0 && !waited {
+                start
+            } else {
+                Instant::now()
+            };
             let slot = match entered.take() {
                 Some(e) => e.into_slot(ep, sent_at),
                 None => Slot::new_at(ep, backend.clone(), sent_at),
@@ -180,9 +198,9 @@ pub(crate) async fn forward(
             // whole request stays within timeoutSeconds.
             let start_by =
                 tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
-            let sent = match tokio::time::timeout_at(
+            let sent = match crate::deadline::timeout_at(
                 start_by.min(deadline),
-                ep.send(req, slot, &ConnOpts::DEFAULT),
+                ep.send(req, slot, &ConnOpts::DEFAULT, sent_at),
             )
             .await
             {
@@ -280,8 +298,7 @@ fn upstream_request(
     ),
     Box<LocalReply>,
 > {
-    let upgrade =
-        upgrade::wanted(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (hop_by_hop, upgrade) = upgrade_of(&mut req);
     let (mut parts, body) = req.into_parts();
     if let Some(denied) = authorize(
         backend,
@@ -296,6 +313,7 @@ fn upstream_request(
         conn.scheme,
         upgrade.is_some(),
         conn.listener.xff_trusted_hops > 0,
+        hop_by_hop,
     );
     for (name, value) in route.set_headers() {
         parts.headers.insert(name.clone(), value.clone());

@@ -23,11 +23,15 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
 }
 
+/// Whether any hop-by-hop header is present. Most messages carry none: one
+/// pass over the names instead of a lookup per hop-by-hop header.
+pub fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(is_hop_by_hop)
+}
+
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names instead of a lookup
-    // per hop-by-hop header.
-    if !headers.keys().any(is_hop_by_hop) {
+    if !has_hop_by_hop(headers) {
         return;
     }
     if let Some(conn) = headers.get(header::CONNECTION) {

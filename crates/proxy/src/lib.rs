@@ -10,6 +10,7 @@ pub mod access;
 pub mod activator;
 mod body;
 pub mod cluster;
+mod deadline;
 pub mod drain;
 mod endpoint;
 mod forward;

@@ -51,6 +51,8 @@ impl GatewayThreads {
                                 tick.tick().await;
                             }
                         });
+                        // Fires this worker's request deadlines.
+                        tokio::spawn(crate::deadline::watcher());
                         let _ = stop.wait_for(|s| *s).await;
                     });
                 })?;

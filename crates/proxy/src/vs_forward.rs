@@ -28,7 +28,7 @@ use crate::activator::{Rejection, Slot};
 use crate::body::{ProxyBody, StreamLimits, UpstreamRequestBody};
 use crate::cluster::{Choice, Cluster};
 use crate::endpoint::{NotSentKind, SendError};
-use crate::forward::{authorize, flags_of, prepare, rejected};
+use crate::forward::{authorize, flags_of, prepare, rejected, upgrade_of};
 use crate::headers;
 use crate::istio::cluster_state::ClusterCounters;
 use crate::istio::cors::CorsAction;
@@ -211,7 +211,7 @@ fn mirror(cluster: Arc<Cluster>, head: &Head) {
             }
         };
         let sent = tokio::time::timeout(MIRROR_TIMEOUT, async {
-            if let Ok((resp, lease)) = ep.send(req, slot, &cluster.opts).await {
+            if let Ok((resp, lease)) = ep.send(req, slot, &cluster.opts, Instant::now()).await {
                 let clean = resp.into_body().collect().await.is_ok();
                 lease.finish(clean);
             }
@@ -242,8 +242,7 @@ pub(crate) async fn forward(
     conn: &ConnInfo,
     rq: &mut Rq,
 ) -> Response<ProxyBody> {
-    let on_upgrade =
-        upgrade::wanted(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (hop_by_hop, on_upgrade) = upgrade_of(&mut req);
     let (mut parts, body) = req.into_parts();
     // Only the mesh (the cluster-local listener, internal callers) may steer
     // the router with x-envoy-* headers; gateways sanitize them.
@@ -399,6 +398,7 @@ pub(crate) async fn forward(
         conn.scheme,
         on_upgrade.is_some(),
         conn.listener.xff_trusted_hops > 0,
+        hop_by_hop,
     );
     if let Some(a) = authority {
         parts.headers.insert(header::HOST, a);
@@ -740,9 +740,9 @@ impl Attempts<'_> {
             // queue-proxy would enforce it.
             let start_by =
                 tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
-            let outcome = match tokio::time::timeout_at(
+            let outcome = match crate::deadline::timeout_at(
                 try_deadline.min(start_by),
-                ep.send(r, slot, &cluster.opts),
+                ep.send(r, slot, &cluster.opts, sent_at),
             )
             .await
             {

@@ -1,0 +1,342 @@
+//! Request deadlines on the gateway workers, without a tokio timer per
+//! request.
+//!
+//! Every proxied request runs under a deadline (the revision's
+//! `timeoutSeconds` and `responseStartTimeoutSeconds`, a route's timeout),
+//! and nearly every request ends long before it. A tokio timer per request
+//! costs its insertion into and removal from the runtime's timer wheel,
+//! under the time driver's lock: about 800 instructions, the largest single
+//! item of the gateway's own work per request
+//! (bench/gateway/instructions.sh).
+//!
+//! Each gateway worker instead keeps its requests' deadlines in a
+//! thread-local slab, and one task per worker sleeps until the earliest of
+//! them, wakes the requests whose deadline passed, and sleeps again. A
+//! request pays a slab insert and remove; the worker's one timer is re-armed
+//! only when a deadline comes due or an earlier one than planned arrives
+//! (with Knative's fixed timeouts: about once per timeout). Off the workers
+//! (tests, the main runtime) a deadline is a plain tokio timer.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use slab::Slab;
+use tokio::time::Instant;
+
+struct Entry {
+    at: Instant,
+    waker: Option<Waker>,
+    expired: bool,
+}
+
+/// One worker's pending deadlines.
+#[derive(Default)]
+struct Deadlines {
+    entries: Slab<Entry>,
+    /// No pending deadline is earlier (a lower bound: entries removed
+    /// since do not raise it).
+    earliest: Option<Instant>,
+    /// When the watcher task wakes next (None: when a deadline arrives).
+    planned: Option<Instant>,
+    /// A deadline earlier than `planned` arrived: the watcher must re-plan.
+    replan: bool,
+    /// The watcher task, while it waits.
+    watcher: Option<Waker>,
+}
+
+impl Deadlines {
+    fn insert(&mut self, at: Instant, waker: &Waker) -> usize {
+        if self.earliest.is_none_or(|e| at < e) {
+            self.earliest = Some(at);
+        }
+        if self.planned.is_none_or(|p| at < p) {
+            self.replan = true;
+            if let Some(w) = self.watcher.take() {
+                w.wake();
+            }
+        }
+        self.entries.insert(Entry {
+            at,
+            waker: Some(waker.clone()),
+            expired: false,
+        })
+    }
+
+    /// Ready once the deadline `key` has passed.
+    fn poll(&mut self, key: usize, waker: &Waker) -> Poll<()> {
+        let Some(e) = self.entries.get_mut(key) else {
+            return Poll::Ready(());
+        };
+        if e.expired {
+            return Poll::Ready(());
+        }
+        match &e.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => e.waker = Some(waker.clone()),
+        }
+        Poll::Pending
+    }
+
+    fn remove(&mut self, key: usize) {
+        self.entries.try_remove(key);
+        if self.entries.is_empty() {
+            self.earliest = None;
+        }
+    }
+
+    /// Wake every deadline that passed by `now`; the earliest one left.
+    fn expire(&mut self, now: Instant) -> Option<Instant> {
+        if self.earliest.is_none_or(|e| e > now) {
+            return self.earliest;
+        }
+        let mut earliest: Option<Instant> = None;
+        for (_, e) in self.entries.iter_mut() {
+            if e.expired {
+                continue;
+            }
+            if e.at <= now {
+                e.expired = true;
+                if let Some(w) = e.waker.take() {
+                    w.wake();
+                }
+            } else if earliest.is_none_or(|x| e.at < x) {
+                earliest = Some(e.at);
+            }
+        }
+        self.earliest = earliest;
+        earliest
+    }
+}
+
+thread_local! {
+    /// Set on a gateway worker while its watcher runs.
+    static WORKER: RefCell<Option<Deadlines>> = const { RefCell::new(None) };
+}
+
+fn with_worker<R>(f: impl FnOnce(&mut Deadlines) -> R) -> R {
+    WORKER.with(|w| f(w.borrow_mut().as_mut().expect("the watcher installed it")))
+}
+
+/// Run on each gateway worker, for its lifetime: wakes the worker's
+/// requests whose deadline passed.
+pub(crate) async fn watcher() {
+    WORKER.with(|w| *w.borrow_mut() = Some(Deadlines::default()));
+    // The deadlines go when the worker stops: a timer dropped after that
+    // has nothing to remove.
+    struct Uninstall;
+    impl Drop for Uninstall {
+        fn drop(&mut self) {
+            let _ = WORKER.try_with(|w| w.borrow_mut().take());
+        }
+    }
+    let _uninstall = Uninstall;
+    let mut sleep = Box::pin(tokio::time::sleep_until(Instant::now()));
+    loop {
+        let now = Instant::now();
+        let next = with_worker(|d| {
+            let next = d.expire(now);
+            d.planned = next;
+            d.replan = false;
+            next
+        });
+        if let Some(at) = next {
+            sleep.as_mut().reset(at);
+        }
+        std::future::poll_fn(|cx| {
+            let replan = with_worker(|d| {
+                if d.replan {
+                    return true;
+                }
+                d.watcher = Some(cx.waker().clone());
+                false
+            });
+            if replan {
+                return Poll::Ready(());
+            }
+            match next {
+                Some(_) => sleep.as_mut().poll(cx),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+    }
+}
+
+/// A deadline for one request: [`Timer::poll_expired`] is ready once
+/// it has passed. Registered at its first poll; deregistered when dropped.
+pub(crate) struct Timer {
+    at: Instant,
+    state: State,
+}
+
+enum State {
+    New,
+    /// In this worker's deadlines.
+    Worker(usize),
+    /// Not on a gateway worker: a tokio timer.
+    Tokio(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Timer {
+    pub(crate) fn new(at: Instant) -> Timer {
+        Timer {
+            at,
+            state: State::New,
+        }
+    }
+
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.state {
+            State::New => {
+                let key = WORKER.with(|w| {
+                    w.borrow_mut()
+                        .as_mut()
+                        .map(|d| d.insert(self.at, cx.waker()))
+                });
+                match key {
+                    Some(k) => {
+                        // Even if already due: the watcher, told of an
+                        // earlier deadline than it planned for, wakes it.
+                        self.state = State::Worker(k);
+                        Poll::Pending
+                    }
+                    None => {
+                        let mut sleep = Box::pin(tokio::time::sleep_until(self.at));
+                        let r = sleep.as_mut().poll(cx);
+                        self.state = State::Tokio(sleep);
+                        r
+                    }
+                }
+            }
+            State::Worker(k) => {
+                let k = *k;
+                WORKER.with(|w| match w.borrow_mut().as_mut() {
+                    Some(d) => d.poll(k, cx.waker()),
+                    // The worker is stopping: nothing will fire any more.
+                    None => Poll::Ready(()),
+                })
+            }
+            State::Tokio(s) => s.as_mut().poll(cx),
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let State::Worker(k) = self.state {
+            let _ = WORKER.try_with(|w| {
+                if let Some(d) = w.borrow_mut().as_mut() {
+                    d.remove(k);
+                }
+            });
+        }
+    }
+}
+
+/// `fut`, or `Err(())` once `at` has passed (as `tokio::time::timeout_at`).
+pub(crate) async fn timeout_at<F: Future>(at: Instant, fut: F) -> Result<F::Output, ()> {
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = Timer::new(at);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        timer.poll_expired(cx).map(Err)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use std::time::Duration;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn expire_wakes_only_what_passed() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        let a = d.insert(t0 + Duration::from_secs(1), &waker);
+        assert!(d.replan, "a first deadline makes the watcher plan");
+        d.planned = Some(t0 + Duration::from_secs(1));
+        d.replan = false;
+        let b = d.insert(t0 + Duration::from_secs(3), &waker);
+        assert!(!d.replan, "a later deadline changes no plan");
+        assert_eq!(d.earliest, Some(t0 + Duration::from_secs(1)));
+        assert_eq!(d.expire(t0), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(count.0.load(Ordering::Relaxed), 0);
+        assert!(d.poll(a, &waker).is_pending());
+        assert_eq!(
+            d.expire(t0 + Duration::from_secs(2)),
+            Some(t0 + Duration::from_secs(3))
+        );
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(d.poll(a, &waker).is_ready());
+        assert!(d.poll(b, &waker).is_pending());
+        d.remove(a);
+        d.remove(b);
+        assert!(d.entries.is_empty());
+        assert_eq!(d.earliest, None);
+        // A removed entry wakes nothing.
+        assert_eq!(d.expire(t0 + Duration::from_secs(10)), None);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        // An earlier deadline than planned makes the watcher re-plan.
+        d.planned = Some(t0 + Duration::from_secs(300));
+        d.insert(t0 + Duration::from_secs(1), &waker);
+        assert!(d.replan);
+    }
+
+    #[tokio::test]
+    async fn off_a_worker_it_is_a_tokio_timer() {
+        let at = Instant::now() + Duration::from_millis(20);
+        let r = timeout_at(at, std::future::pending::<()>()).await;
+        assert_eq!(r, Err(()));
+        assert!(Instant::now() >= at);
+        let pending = WORKER.with(|w| w.borrow().is_some());
+        assert!(!pending, "no worker deadlines on this thread");
+        let r = timeout_at(Instant::now() + Duration::from_secs(60), async { 7 }).await;
+        assert_eq!(r, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn on_a_worker_the_watcher_fires_it_and_drop_deregisters() {
+        let watcher = tokio::spawn(watcher());
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        // A long deadline first, then a shorter one: the watcher re-plans.
+        let long = tokio::spawn(timeout_at(
+            start + Duration::from_secs(60),
+            std::future::pending::<()>(),
+        ));
+        tokio::task::yield_now().await;
+        let r = timeout_at(
+            start + Duration::from_millis(30),
+            std::future::pending::<()>(),
+        )
+        .await;
+        assert_eq!(r, Err(()));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        assert!(start.elapsed() < Duration::from_secs(30));
+        long.abort();
+        let _ = long.await;
+        // A request that finishes first leaves nothing behind.
+        let r = timeout_at(start + Duration::from_secs(60), async { "done" }).await;
+        assert_eq!(r, Ok("done"));
+        let pending = WORKER.with(|w| w.borrow().as_ref().map(|d| d.entries.len()));
+        assert_eq!(pending, Some(0));
+        watcher.abort();
+    }
+}
