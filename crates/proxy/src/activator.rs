@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::endpoint::Endpoint;
 use crate::istio::authz::Authorizer;
 use crate::istio::time::MonoTime;
-use crate::queue_proxy::{Report, RequestStats};
+use crate::queue_proxy::{Report, RequestStats, Stamp};
 use crate::worker::ShardedCounter;
 
 /// Requests one revision may queue (Knative's activator breaker depth).
@@ -442,7 +442,7 @@ impl Backend {
 
     /// Count a request at the activator from `now` until the guard drops.
     pub(crate) fn enter(self: &Arc<Self>, now: Instant) -> Entered {
-        self.stats.request_in(now, false);
+        self.stats.request_in(Stamp::of(now), false);
         Entered {
             backend: Some(self.clone()),
         }
@@ -639,7 +639,7 @@ impl Entered {
 impl Drop for Entered {
     fn drop(&mut self) {
         if let Some(b) = &self.backend {
-            b.stats.request_out(Instant::now(), false);
+            b.stats.request_out(Stamp::now(), false);
         }
     }
 }
@@ -669,7 +669,7 @@ impl Slot {
     }
 
     fn with(endpoint: Arc<Endpoint>, backend: Arc<Backend>, proxied: bool, now: Instant) -> Slot {
-        endpoint.stats.request_in(now, proxied);
+        endpoint.stats.request_in(Stamp::of(now), proxied);
         Slot {
             endpoint,
             backend,
@@ -691,6 +691,7 @@ impl Slot {
 
     fn end(&mut self, now: Instant) {
         self.ended = true;
+        let now = Stamp::of(now);
         self.endpoint.stats.request_out(now, self.proxied);
         self.endpoint.release();
         if self.proxied {

@@ -236,8 +236,12 @@ impl Drop for Timer {
 }
 
 /// `fut`, or `Err(())` once `at` has passed (as `tokio::time::timeout_at`).
-pub(crate) async fn timeout_at<F: Future>(at: Instant, fut: F) -> Result<F::Output, ()> {
-    let mut fut = std::pin::pin!(fut);
+/// Takes the future pinned where the caller keeps it: a request's future is
+/// large, and each level that owns it copies it whole.
+pub(crate) async fn timeout_at<F: Future>(
+    at: Instant,
+    mut fut: Pin<&mut F>,
+) -> Result<F::Output, ()> {
     let mut timer = Timer::new(at);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = fut.as_mut().poll(cx) {
@@ -302,12 +306,16 @@ mod tests {
     #[tokio::test]
     async fn off_a_worker_it_is_a_tokio_timer() {
         let at = Instant::now() + Duration::from_millis(20);
-        let r = timeout_at(at, std::future::pending::<()>()).await;
+        let r = timeout_at(at, std::pin::pin!(std::future::pending::<()>())).await;
         assert_eq!(r, Err(()));
         assert!(Instant::now() >= at);
         let pending = WORKER.with(|w| w.borrow().is_some());
         assert!(!pending, "no worker deadlines on this thread");
-        let r = timeout_at(Instant::now() + Duration::from_secs(60), async { 7 }).await;
+        let r = timeout_at(
+            Instant::now() + Duration::from_secs(60),
+            std::pin::pin!(async { 7 }),
+        )
+        .await;
         assert_eq!(r, Ok(7));
     }
 
@@ -317,14 +325,17 @@ mod tests {
         tokio::task::yield_now().await;
         let start = Instant::now();
         // A long deadline first, then a shorter one: the watcher re-plans.
-        let long = tokio::spawn(timeout_at(
-            start + Duration::from_secs(60),
-            std::future::pending::<()>(),
-        ));
+        let long = tokio::spawn(async move {
+            let _ = timeout_at(
+                start + Duration::from_secs(60),
+                std::pin::pin!(std::future::pending::<()>()),
+            )
+            .await;
+        });
         tokio::task::yield_now().await;
         let r = timeout_at(
             start + Duration::from_millis(30),
-            std::future::pending::<()>(),
+            std::pin::pin!(std::future::pending::<()>()),
         )
         .await;
         assert_eq!(r, Err(()));
@@ -333,7 +344,11 @@ mod tests {
         long.abort();
         let _ = long.await;
         // A request that finishes first leaves nothing behind.
-        let r = timeout_at(start + Duration::from_secs(60), async { "done" }).await;
+        let r = timeout_at(
+            start + Duration::from_secs(60),
+            std::pin::pin!(async { "done" }),
+        )
+        .await;
         assert_eq!(r, Ok("done"));
         let pending = WORKER.with(|w| w.borrow().as_ref().map(|d| d.entries.len()));
         assert_eq!(pending, Some(0));

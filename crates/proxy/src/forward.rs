@@ -198,12 +198,8 @@ pub(crate) async fn forward(
             // whole request stays within timeoutSeconds.
             let start_by =
                 tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
-            let sent = match crate::deadline::timeout_at(
-                start_by.min(deadline),
-                ep.send(req, slot, &ConnOpts::DEFAULT, sent_at),
-            )
-            .await
-            {
+            let send = std::pin::pin!(ep.send(req, slot, &ConnOpts::DEFAULT, sent_at));
+            let sent = match crate::deadline::timeout_at(start_by.min(deadline), send).await {
                 Ok(r) => r,
                 Err(_) => {
                     ep.note_error();

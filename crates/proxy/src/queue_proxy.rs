@@ -10,8 +10,8 @@
 //!   They are sharded by gateway worker, each shard behind its own mutex
 //!   that only that worker and the once-a-second report take.
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::worker;
 
@@ -24,28 +24,51 @@ pub struct Report {
     pub proxied_requests: f64,
 }
 
+/// A moment as the statistics keep it: nanoseconds from a process-wide
+/// origin. Taken once per event and shared by the statistics that event
+/// updates (the instance's and the activator's); the per-event arithmetic
+/// is then integer, not a checked `Instant` subtraction each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    pub fn of(t: Instant) -> Stamp {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        // An hour before the first stamp: requests that started before it
+        // still get their own time.
+        let origin = *ORIGIN.get_or_init(|| t.checked_sub(Duration::from_secs(3600)).unwrap_or(t));
+        Stamp(u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn now() -> Stamp {
+        Stamp::of(Instant::now())
+    }
+}
+
 #[derive(Default)]
 struct Shard {
     concurrency: i64,
     proxied: i64,
-    last_change: Option<Instant>,
-    /// Concurrency x seconds since the last report.
-    concurrency_secs: f64,
-    proxied_secs: f64,
+    last_change: Option<Stamp>,
+    /// Concurrency x nanoseconds since the last report.
+    concurrency_ns: i128,
+    proxied_ns: i128,
     requests: u64,
     proxied_requests: u64,
 }
 
 impl Shard {
-    fn advance(&mut self, now: Instant) {
-        if let Some(last) = self.last_change
-            && now > last
-        {
-            let secs = (now - last).as_secs_f64();
-            self.concurrency_secs += self.concurrency as f64 * secs;
-            self.proxied_secs += self.proxied as f64 * secs;
+    fn advance(&mut self, now: Stamp) {
+        match self.last_change {
+            Some(last) if now > last => {
+                let dt = i128::from(now.0 - last.0);
+                self.concurrency_ns += i128::from(self.concurrency) * dt;
+                self.proxied_ns += i128::from(self.proxied) * dt;
+                self.last_change = Some(now);
+            }
+            Some(_) => {}
+            None => self.last_change = Some(now),
         }
-        self.last_change = Some(self.last_change.map_or(now, |l| l.max(now)));
     }
 }
 
@@ -79,7 +102,7 @@ impl RequestStats {
 
     /// A request arrived (`proxied`: through the activator).
     #[inline]
-    pub fn request_in(&self, now: Instant, proxied: bool) {
+    pub fn request_in(&self, now: Stamp, proxied: bool) {
         let mut s = self.shard();
         s.advance(now);
         s.concurrency += 1;
@@ -92,7 +115,7 @@ impl RequestStats {
 
     /// A request ended.
     #[inline]
-    pub fn request_out(&self, now: Instant, proxied: bool) {
+    pub fn request_out(&self, now: Stamp, proxied: bool) {
         let mut s = self.shard();
         s.advance(now);
         s.concurrency -= 1;
@@ -107,23 +130,24 @@ impl RequestStats {
         let period = now.saturating_duration_since(*last).as_secs_f64();
         *last = now.max(*last);
         drop(last);
+        let stamp = Stamp::of(now);
         let mut total = Report::default();
-        let (mut c, mut p) = (0.0, 0.0);
+        let (mut c, mut p) = (0i128, 0i128);
         for shard in self.shards.iter() {
             let mut s = shard.0.lock().unwrap_or_else(|e| e.into_inner());
-            s.advance(now);
-            c += s.concurrency_secs;
-            p += s.proxied_secs;
+            s.advance(stamp);
+            c += s.concurrency_ns;
+            p += s.proxied_ns;
             total.requests += s.requests as f64;
             total.proxied_requests += s.proxied_requests as f64;
-            s.concurrency_secs = 0.0;
-            s.proxied_secs = 0.0;
+            s.concurrency_ns = 0;
+            s.proxied_ns = 0;
             s.requests = 0;
             s.proxied_requests = 0;
         }
         if period > 0.0 {
-            total.average_concurrency = (c / period).max(0.0);
-            total.average_proxied_concurrency = (p / period).max(0.0);
+            total.average_concurrency = (c as f64 / 1e9 / period).max(0.0);
+            total.average_proxied_concurrency = (p as f64 / 1e9 / period).max(0.0);
         }
         total
     }
@@ -132,7 +156,6 @@ impl RequestStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn time_weighted_average() {
@@ -140,17 +163,18 @@ mod tests {
         let t0 = Instant::now();
         *s.last_report.lock().unwrap() = t0;
         let ms = |n| t0 + Duration::from_millis(n);
+        let at = |n| Stamp::of(ms(n));
         // Two requests of 500 ms over one second: concurrency 1 on average.
-        s.request_in(ms(0), false);
-        s.request_in(ms(250), true);
-        s.request_out(ms(500), false);
-        s.request_out(ms(750), true);
+        s.request_in(at(0), false);
+        s.request_in(at(250), true);
+        s.request_out(at(500), false);
+        s.request_out(at(750), true);
         let r = s.report(ms(1000));
         assert!((r.average_concurrency - 1.0).abs() < 1e-9, "{r:?}");
         assert!((r.average_proxied_concurrency - 0.5).abs() < 1e-9, "{r:?}");
         assert_eq!((r.requests, r.proxied_requests), (2.0, 1.0));
         // A request still in flight counts in the next period too.
-        s.request_in(ms(1000), false);
+        s.request_in(at(1000), false);
         let r = s.report(ms(2000));
         assert!((r.average_concurrency - 1.0).abs() < 1e-9, "{r:?}");
         assert_eq!(r.requests, 1.0);

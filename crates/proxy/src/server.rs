@@ -211,12 +211,13 @@ impl Gateway {
                 conn.tls.as_ref().and_then(|t| t.sni.as_deref()),
             ));
         }
-        let resp = match this.route(req, conn) {
-            Routed::Reply(resp) => resp,
-            Routed::Plain(route, req) => forward::forward(&route, req, conn, &mut rq).await,
+        // Routed by reference: the request is moved once, into the forward.
+        let resp = match this.route(&req, conn) {
+            Routed::Reply(resp) => *resp,
+            Routed::Plain(route) => forward::forward(&route, req, conn, &mut rq).await,
             // Boxed: the policy path's future is several times the size of
             // the plain path's; inline, every request would pay its copies.
-            Routed::Mesh(table, vh, req) => {
+            Routed::Mesh(table, vh) => {
                 Box::pin(vs_forward::forward(table, &vh, req, conn, &mut rq)).await
             }
         };
@@ -281,25 +282,30 @@ impl Gateway {
     }
 
     /// Where a request goes, decided from the current routing table.
-    fn route(&self, req: Request<Incoming>, conn: &ConnInfo) -> Routed {
+    fn route(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Routed {
         let table = self.table.load();
         if conn.listener.https_redirect() {
-            let (parts, _) = req.into_parts();
-            let view = RequestView::new(&parts, conn.scheme, conn.port);
+            let view = RequestView::of(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                conn.scheme,
+                conn.port,
+            );
             let to = Redirect::https().location(&view, 0);
-            return Routed::Reply(
+            return Routed::Reply(Box::new(
                 match local_reply::redirect(http::StatusCode::MOVED_PERMANENTLY, &to) {
                     Some(r) => respond(r),
                     None => respond(local_reply::bad_request(
                         "cannot redirect this request to https",
                     )),
                 },
-            );
+            ));
         }
-        let Some(authority) = authority(&req) else {
-            return Routed::Reply(respond(local_reply::bad_request(
+        let Some(authority) = authority(req) else {
+            return Routed::Reply(Box::new(respond(local_reply::bad_request(
                 "the request has no Host header",
-            )));
+            ))));
         };
         let host = host_of(authority);
         let lowered;
@@ -315,7 +321,7 @@ impl Gateway {
         {
             if let Some(vh) = lr.hosts.lookup(host) {
                 let vh = vh.clone();
-                return Routed::Mesh(arc_swap::Guard::into_inner(table), vh, req);
+                return Routed::Mesh(arc_swap::Guard::into_inner(table), vh);
             }
             gateway_authz = lr.authz.clone();
         }
@@ -323,9 +329,9 @@ impl Gateway {
         let route = match table.lookup(host, scope.external, scope.local) {
             Some(r) => r.for_request(req.headers()).clone(),
             None => {
-                return Routed::Reply(respond(local_reply::no_route(&format!(
+                return Routed::Reply(Box::new(respond(local_reply::no_route(&format!(
                     "no route matched host {host:?}: no Route serves this host on this listener (see `skiff get routes -A`)"
-                ))));
+                )))));
             }
         };
         drop(table);
@@ -341,21 +347,22 @@ impl Gateway {
             if let (Decision::Deny(_), Some(r)) =
                 (&d, local_reply::denied(&d, "the ingress gateway"))
             {
-                return Routed::Reply(respond(r));
+                return Routed::Reply(Box::new(respond(r)));
             }
         }
-        Routed::Plain(route, req)
+        Routed::Plain(route)
     }
 }
 
 /// What routing decided for one request.
 enum Routed {
-    /// The gateway answers itself (no route, a redirect, a denial).
-    Reply(Response<ProxyBody>),
+    /// The gateway answers itself (no route, a redirect, a denial): rare,
+    /// boxed so that a routed request's decision stays small.
+    Reply(Box<Response<ProxyBody>>),
     /// A Knative route: the fast path.
-    Plain(Arc<HostRoute>, Request<Incoming>),
+    Plain(Arc<HostRoute>),
     /// A VirtualService bound to the host on this listener.
-    Mesh(Arc<RoutingTable>, Arc<VirtualHost>, Request<Incoming>),
+    Mesh(Arc<RoutingTable>, Arc<VirtualHost>),
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute form), else Host.

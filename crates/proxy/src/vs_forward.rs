@@ -740,11 +740,8 @@ impl Attempts<'_> {
             // queue-proxy would enforce it.
             let start_by =
                 tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
-            let outcome = match crate::deadline::timeout_at(
-                try_deadline.min(start_by),
-                ep.send(r, slot, &cluster.opts, sent_at),
-            )
-            .await
+            let send = std::pin::pin!(ep.send(r, slot, &cluster.opts, sent_at));
+            let outcome = match crate::deadline::timeout_at(try_deadline.min(start_by), send).await
             {
                 Err(_) => {
                     self.report(&ep, OutlierResult::Timeout);
