@@ -19,8 +19,19 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// Called for every header of every message: most names are ruled out by
+/// their length alone, and no `HeaderName` is built to compare against (a
+/// `const` array of them would be built, and dropped, at each call).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
+    match name.as_str().len() {
+        2 => name == header::TE,
+        7 => name == header::TRAILER || name == header::UPGRADE,
+        10 => name == header::CONNECTION || *name == KEEP_ALIVE,
+        16 => *name == PROXY_CONNECTION,
+        17 => name == header::TRANSFER_ENCODING,
+        19 => name == header::PROXY_AUTHORIZATION,
+        _ => false,
+    }
 }
 
 /// Whether any hop-by-hop header is present. Most messages carry none: one
@@ -143,6 +154,35 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_recognized_whatever_their_length() {
+        for n in [
+            "connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            assert!(is_hop_by_hop(&HeaderName::from_static(n)), "{n}");
+        }
+        // Same lengths, not per-hop.
+        for n in [
+            "user-agent",
+            "tk",
+            "referer",
+            "x-forwarded-host",
+            "www-authenticate",
+            "x-forwarded-proto",
+            "x-custom-header-19c",
+            "host",
+        ] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(n)), "{n}");
+        }
     }
 
     #[test]
