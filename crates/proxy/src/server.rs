@@ -285,13 +285,7 @@ impl Gateway {
     fn route(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Routed {
         let table = self.table.load();
         if conn.listener.https_redirect() {
-            let view = RequestView::of(
-                req.method(),
-                req.uri(),
-                req.headers(),
-                conn.scheme,
-                conn.port,
-            );
+            let view = RequestView::of_request(req, conn.scheme, conn.port);
             let to = Redirect::https().location(&view, 0);
             return Routed::Reply(Box::new(
                 match local_reply::redirect(http::StatusCode::MOVED_PERMANENTLY, &to) {
@@ -336,13 +330,7 @@ impl Gateway {
         };
         drop(table);
         if let Some(a) = gateway_authz.filter(|a| !a.is_empty()) {
-            let view = RequestView::of(
-                req.method(),
-                req.uri(),
-                req.headers(),
-                conn.scheme,
-                conn.port,
-            );
+            let view = RequestView::of_request(req, conn.scheme, conn.port);
             let d = a.evaluate(&conn.authz_request(view));
             if let (Decision::Deny(_), Some(r)) =
                 (&d, local_reply::denied(&d, "the ingress gateway"))

@@ -660,15 +660,7 @@ impl Attempts<'_> {
             let ep = slot.endpoint().clone();
             if let Some(denied) = authorize(
                 backend,
-                || {
-                    RequestView::of(
-                        r.method(),
-                        r.uri(),
-                        r.headers(),
-                        self.conn.scheme,
-                        self.conn.port,
-                    )
-                },
+                || RequestView::of_request(&r, self.conn.scheme, self.conn.port),
                 self.conn,
             ) {
                 return Err(denied);

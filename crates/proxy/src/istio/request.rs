@@ -28,6 +28,11 @@ impl<'a> RequestView<'a> {
         RequestView::of(&parts.method, &parts.uri, &parts.headers, scheme, port)
     }
 
+    /// View of `req`'s head.
+    pub fn of_request<B>(req: &'a http::Request<B>, scheme: &'a str, port: u16) -> RequestView<'a> {
+        RequestView::of(req.method(), req.uri(), req.headers(), scheme, port)
+    }
+
     /// View of a request head held apart (method, URI, headers).
     pub fn of(
         method: &'a http::Method,
