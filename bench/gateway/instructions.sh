@@ -5,7 +5,7 @@
 # runs, so two runs can be compared across commits and machines; the cost of
 # the kernel's TCP work (about the same for every proxy) is not in it.
 #
-#   bench/gateway/instructions.sh        # about 2 minutes plus the build
+#   bench/gateway/instructions.sh        # about 3 minutes plus the build
 #
 # Targets: Skiff's gateway (hello as a Knative Service, the activator in the
 # path as Knative's defaults put it), the bare hyper proxy of
