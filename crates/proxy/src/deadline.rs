@@ -166,7 +166,7 @@ pub(crate) async fn watcher() {
 
 /// A deadline for one request: [`Timer::poll_expired`] is ready once
 /// it has passed. Registered at its first poll; deregistered when dropped.
-pub(crate) struct Timer {
+struct Timer {
     at: Instant,
     state: State,
 }
@@ -180,14 +180,14 @@ enum State {
 }
 
 impl Timer {
-    pub(crate) fn new(at: Instant) -> Timer {
+    fn new(at: Instant) -> Timer {
         Timer {
             at,
             state: State::New,
         }
     }
 
-    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.state {
             State::New => {
                 let key = WORKER.with(|w| {

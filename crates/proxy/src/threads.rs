@@ -43,8 +43,11 @@ impl GatewayThreads {
                         let _ = ready.send(Ok(Handle::current()));
                         // Keep a near timer pending: tokio's timer driver
                         // wakes its own thread (an eventfd write and an extra
-                        // epoll_wait) whenever a new timer is the earliest,
-                        // which every request's timeout otherwise is.
+                        // epoll_wait) whenever a new timer is the earliest.
+                        // Request deadlines are not tokio timers here (see
+                        // `deadline`), but a streaming body's idle timer, a
+                        // retry's backoff or the deadline watcher's own
+                        // re-armed sleep would otherwise be.
                         tokio::spawn(async {
                             let mut tick = tokio::time::interval(Duration::from_secs(1));
                             loop {
