@@ -406,69 +406,75 @@ impl Endpoint {
     /// A pooled connection the app closed while it sat idle fails the request
     /// we write into it (the keep-alive race): when `request` is idempotent
     /// and has no body it is sent once more on a new connection.
-    pub(crate) async fn send(
-        &self,
+    ///
+    /// An `async` block, not an `async fn`: that would copy the request
+    /// into a local of its own first (see [`crate::forward::forward`]).
+    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+    pub(crate) fn send<'a>(
+        &'a self,
         mut request: Request<UpstreamRequestBody>,
         slot: Slot,
-        opts: &ConnOpts,
+        opts: &'a ConnOpts,
         now: Instant,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
-        self.requests.inc();
-        let max_uses = opts.max_requests.unwrap_or(u32::MAX);
-        let lease = |sender, uses| Lease {
-            sender,
-            uses,
-            max_uses,
-            slot,
-            admission: None,
-            extras: None,
-            limits: None,
-        };
-        // The rare paths are boxed (h2c instances, a new connection): a
-        // request's future is copied whole, so its size is paid on every
-        // request.
-        if self.h2c {
-            let resp = Box::pin(self.send_h2(request, opts)).await?;
-            return Ok((resp, lease(None, 1)));
-        }
-        while let Some((mut sender, idle_for, uses)) = self.check_out(opts.idle_timeout, now) {
-            // Only a connection that sat idle can have been closed by the app
-            // as we reuse it; a copy of the head to replay costs two
-            // allocations, so keep one only then.
-            let replay = (idle_for >= RACE_AFTER_IDLE)
-                .then(|| Replay::of(&request))
-                .flatten()
-                .map(Box::new);
-            match sender.try_send_request(request).await {
-                Ok(resp) => return Ok((resp, lease(Some(sender), uses.saturating_add(1)))),
-                Err(mut e) => match e.take_message() {
-                    // The connection died before our request went out.
-                    Some(r) => request = r,
-                    None => match replay {
-                        Some(r) => {
-                            tracing::debug!(endpoint = %self.addr, "pooled connection closed under a request, replaying it: {}", e.into_error());
-                            request = r.request();
-                        }
-                        None => {
-                            return Err(SendError::Failed {
-                                reason: e.into_error().to_string(),
-                                reused: true,
-                            });
-                        }
-                    },
-                },
+    ) -> impl Future<Output = Result<(Response<Incoming>, Lease), SendError>> + 'a {
+        async move {
+            self.requests.inc();
+            let max_uses = opts.max_requests.unwrap_or(u32::MAX);
+            let lease = |sender, uses| Lease {
+                sender,
+                uses,
+                max_uses,
+                slot,
+                admission: None,
+                extras: None,
+                limits: None,
+            };
+            // The rare paths are boxed (h2c instances, a new connection): a
+            // request's future is copied whole, so its size is paid on every
+            // request.
+            if self.h2c {
+                let resp = Box::pin(self.send_h2(request, opts)).await?;
+                return Ok((resp, lease(None, 1)));
             }
-        }
-        let (mut sender, conn) = match Box::pin(self.open_h1(opts)).await {
-            Ok(x) => x,
-            Err(why) => return Err(SendError::not_sent(request, why)),
-        };
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        match sender.try_send_request(request).await {
-            Ok(resp) => Ok((resp, lease(Some(sender), 1))),
-            Err(e) => Err(SendError::from_try_send(e, false)),
+            while let Some((mut sender, idle_for, uses)) = self.check_out(opts.idle_timeout, now) {
+                // Only a connection that sat idle can have been closed by the app
+                // as we reuse it; a copy of the head to replay costs two
+                // allocations, so keep one only then.
+                let replay = (idle_for >= RACE_AFTER_IDLE)
+                    .then(|| Replay::of(&request))
+                    .flatten()
+                    .map(Box::new);
+                match sender.try_send_request(request).await {
+                    Ok(resp) => return Ok((resp, lease(Some(sender), uses.saturating_add(1)))),
+                    Err(mut e) => match e.take_message() {
+                        // The connection died before our request went out.
+                        Some(r) => request = r,
+                        None => match replay {
+                            Some(r) => {
+                                tracing::debug!(endpoint = %self.addr, "pooled connection closed under a request, replaying it: {}", e.into_error());
+                                request = r.request();
+                            }
+                            None => {
+                                return Err(SendError::Failed {
+                                    reason: e.into_error().to_string(),
+                                    reused: true,
+                                });
+                            }
+                        },
+                    },
+                }
+            }
+            let (mut sender, conn) = match Box::pin(self.open_h1(opts)).await {
+                Ok(x) => x,
+                Err(why) => return Err(SendError::not_sent(request, why)),
+            };
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            match sender.try_send_request(request).await {
+                Ok(resp) => Ok((resp, lease(Some(sender), 1))),
+                Err(e) => Err(SendError::from_try_send(e, false)),
+            }
         }
     }
 

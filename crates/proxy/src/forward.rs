@@ -129,155 +129,160 @@ impl ConnInfo {
 /// send within the revision's timeout (queue time included). Always yields
 /// a response.
 ///
-/// One async function on purpose: each level of `.await` nesting copies
-/// the nested future whole, on every request.
-pub(crate) async fn forward(
-    route: &HostRoute,
+/// One future on purpose: each level of `.await` nesting copies the
+/// nested future whole, on every request. An `async` block rather than an
+/// `async fn`, whose arguments are each moved into a local first (one more
+/// copy of the request, kept in the future next to the first).
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+pub(crate) fn forward<'a>(
+    route: &'a HostRoute,
     req: Request<Incoming>,
-    conn: &ConnInfo,
-    rq: &mut Rq,
-) -> Response<ProxyBody> {
-    let (backend, counters) = route.pick();
-    let resp = 'done: {
-        let (mut req, mut upgrade) = match upstream_request(route, backend, req, conn) {
-            Ok(r) => r,
-            Err(denied) => break 'done respond(*denied),
-        };
-        let start = rq.start;
-        let deadline = tokio::time::Instant::from_std(start) + backend.timeout();
-        // Counted at the activator from arrival when it is in the path, else
-        // only if the request has to queue.
-        let mut entered = backend.in_proxy_mode().then(|| backend.enter(start));
-        let mut tried = [0usize; MAX_ATTEMPTS];
-        let mut last_error = String::new();
-        let mut last_kind = NotSentKind::Connect;
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                conn.gateway.stats().retry();
-            }
-            if let Some(p) = rq.log.as_mut() {
-                p.attempts = attempt as u32 + 1;
-            }
-            let (ep, waited) = match backend.try_acquire(&tried[..attempt]) {
-                Some(ep) => (ep, false),
-                None => {
-                    if entered.is_none() {
-                        entered = Some(backend.enter(Instant::now()));
-                    }
-                    // Boxed: rare, and kept out of the common request's
-                    // future.
-                    match Box::pin(backend.wait(deadline)).await {
-                        Ok(ep) => (ep, true),
-                        Err(why) => break 'done respond(rejected(&route.name, backend, why)),
-                    }
-                }
-            };
-            tried[attempt] = Arc::as_ptr(&ep) as usize;
-            let (instance, addr) = (ep.instance, ep.addr);
-            if let Some(p) = rq.log.as_mut() {
-                p.upstream_host = Some(addr);
-            }
-            // The first try of a request that did not queue goes out as it
-            // arrived (microseconds apart): no second clock read.
-            let sent_at = if attempt == 0 && !waited {
-                start
-            } else {
-                Instant::now()
-            };
-            let slot = match entered.take() {
-                Some(e) => e.into_slot(ep, sent_at),
-                None => Slot::new_at(ep, backend.clone(), sent_at),
-            };
-            let ep = slot.endpoint().clone();
-            if let Some(down) = upgrade.take() {
-                break 'done Box::pin(forward_upgrade(backend, &ep, req, down, slot, deadline))
-                    .await;
-            }
-            // The app must start its response within
-            // responseStartTimeoutSeconds of getting the request, and the
-            // whole request stays within timeoutSeconds.
-            let start_by =
-                tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
-            let send = std::pin::pin!(ep.send(req, slot, &ConnOpts::DEFAULT, sent_at));
-            let sent = match crate::deadline::timeout_at(start_by.min(deadline), send).await {
+    conn: &'a ConnInfo,
+    rq: &'a mut Rq,
+) -> impl Future<Output = Response<ProxyBody>> + 'a {
+    async move {
+        let (backend, counters) = route.pick();
+        let resp = 'done: {
+            let (mut req, mut upgrade) = match upstream_request(route, backend, req, conn) {
                 Ok(r) => r,
-                Err(_) => {
-                    ep.note_error();
-                    break 'done if start_by < deadline {
-                        response_start_timed_out(backend)
-                    } else {
-                        timed_out(backend)
-                    };
-                }
+                Err(denied) => break 'done respond(*denied),
             };
-            match sent {
-                Ok((resp, mut lease)) => {
-                    if resp.status().is_server_error() {
-                        ep.note_error();
-                    }
-                    lease.limits = Some(StreamLimits::new(deadline, backend.idle_timeout()));
-                    if waited {
-                        backend.note_first_byte();
-                    }
-                    if let Some(p) = rq.log.as_mut() {
-                        p.upstream_service_time = Some(sent_at.elapsed());
-                    }
-                    let (mut parts, body) = resp.into_parts();
-                    headers::strip_hop_by_hop(&mut parts.headers);
-                    break 'done Response::from_parts(
-                        parts,
-                        ProxyBody::Upstream {
-                            body,
-                            lease: Some(lease),
-                        },
-                    );
+            let start = rq.start;
+            let deadline = tokio::time::Instant::from_std(start) + backend.timeout();
+            // Counted at the activator from arrival when it is in the path, else
+            // only if the request has to queue.
+            let mut entered = backend.in_proxy_mode().then(|| backend.enter(start));
+            let mut tried = [0usize; MAX_ATTEMPTS];
+            let mut last_error = String::new();
+            let mut last_kind = NotSentKind::Connect;
+            for attempt in 0..MAX_ATTEMPTS {
+                if attempt > 0 {
+                    conn.gateway.stats().retry();
                 }
-                Err(SendError::NotSent {
-                    request,
-                    reason,
-                    kind,
-                }) => {
-                    if kind == NotSentKind::Connect {
-                        ep.note_error();
-                    }
-                    tracing::debug!(endpoint = %addr, "not sent, retrying: {reason}");
-                    last_error = reason;
-                    last_kind = kind;
-                    req = *request;
-                    // Counted at the activator again if it retries through it.
-                    if backend.in_proxy_mode() {
-                        entered = Some(backend.enter(Instant::now()));
-                    }
+                if let Some(p) = rq.log.as_mut() {
+                    p.attempts = attempt as u32 + 1;
                 }
-                Err(SendError::Failed { reason, .. }) => {
-                    ep.note_error();
-                    break 'done respond(local_reply::upstream_reset(
-                        false,
-                        &format!(
-                            "instance {} of revision {} ({}) closed the connection before responding: {reason}; \
+                let (ep, waited) = match backend.try_acquire(&tried[..attempt]) {
+                    Some(ep) => (ep, false),
+                    None => {
+                        if entered.is_none() {
+                            entered = Some(backend.enter(Instant::now()));
+                        }
+                        // Boxed: rare, and kept out of the common request's
+                        // future.
+                        match Box::pin(backend.wait(deadline)).await {
+                            Ok(ep) => (ep, true),
+                            Err(why) => break 'done respond(rejected(&route.name, backend, why)),
+                        }
+                    }
+                };
+                tried[attempt] = Arc::as_ptr(&ep) as usize;
+                let (instance, addr) = (ep.instance, ep.addr);
+                if let Some(p) = rq.log.as_mut() {
+                    p.upstream_host = Some(addr);
+                }
+                // The first try of a request that did not queue goes out as it
+                // arrived (microseconds apart): no second clock read.
+                let sent_at = if attempt == 0 && !waited {
+                    start
+                } else {
+                    Instant::now()
+                };
+                let slot = match entered.take() {
+                    Some(e) => e.into_slot(ep, sent_at),
+                    None => Slot::new_at(ep, backend.clone(), sent_at),
+                };
+                let ep = slot.endpoint().clone();
+                if let Some(down) = upgrade.take() {
+                    break 'done Box::pin(forward_upgrade(backend, &ep, req, down, slot, deadline))
+                        .await;
+                }
+                // The app must start its response within
+                // responseStartTimeoutSeconds of getting the request, and the
+                // whole request stays within timeoutSeconds.
+                let start_by =
+                    tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
+                let send = std::pin::pin!(ep.send(req, slot, &ConnOpts::DEFAULT, sent_at));
+                let sent = match crate::deadline::timeout_at(start_by.min(deadline), send).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        ep.note_error();
+                        break 'done if start_by < deadline {
+                            response_start_timed_out(backend)
+                        } else {
+                            timed_out(backend)
+                        };
+                    }
+                };
+                match sent {
+                    Ok((resp, mut lease)) => {
+                        if resp.status().is_server_error() {
+                            ep.note_error();
+                        }
+                        lease.limits = Some(StreamLimits::new(deadline, backend.idle_timeout()));
+                        if waited {
+                            backend.note_first_byte();
+                        }
+                        if let Some(p) = rq.log.as_mut() {
+                            p.upstream_service_time = Some(sent_at.elapsed());
+                        }
+                        let (mut parts, body) = resp.into_parts();
+                        headers::strip_hop_by_hop(&mut parts.headers);
+                        break 'done Response::from_parts(
+                            parts,
+                            ProxyBody::Upstream {
+                                body,
+                                lease: Some(lease),
+                            },
+                        );
+                    }
+                    Err(SendError::NotSent {
+                        request,
+                        reason,
+                        kind,
+                    }) => {
+                        if kind == NotSentKind::Connect {
+                            ep.note_error();
+                        }
+                        tracing::debug!(endpoint = %addr, "not sent, retrying: {reason}");
+                        last_error = reason;
+                        last_kind = kind;
+                        req = *request;
+                        // Counted at the activator again if it retries through it.
+                        if backend.in_proxy_mode() {
+                            entered = Some(backend.enter(Instant::now()));
+                        }
+                    }
+                    Err(SendError::Failed { reason, .. }) => {
+                        ep.note_error();
+                        break 'done respond(local_reply::upstream_reset(
+                            false,
+                            &format!(
+                                "instance {} of revision {} ({}) closed the connection before responding: {reason}; \
                              the request may have been processed, so it was not retried",
-                            instance, backend.revision, addr
-                        ),
-                    ));
+                                instance, backend.revision, addr
+                            ),
+                        ));
+                    }
                 }
             }
-        }
-        let why = format!(
-            "revision {} of route {} did not accept the request after {MAX_ATTEMPTS} attempts: {last_error}",
-            backend.revision, route.name
-        );
-        respond(match last_kind {
-            NotSentKind::Connect => local_reply::connection_failure(true, &why),
-            NotSentKind::Closed => {
-                let mut r = local_reply::upstream_reset(false, &why);
-                r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
-                r
-            }
-        })
-    };
-    counters.record(resp.status().as_u16(), flags_of(&resp), rq.start.elapsed());
-    rq.recorded = true;
-    resp
+            let why = format!(
+                "revision {} of route {} did not accept the request after {MAX_ATTEMPTS} attempts: {last_error}",
+                backend.revision, route.name
+            );
+            respond(match last_kind {
+                NotSentKind::Connect => local_reply::connection_failure(true, &why),
+                NotSentKind::Closed => {
+                    let mut r = local_reply::upstream_reset(false, &why);
+                    r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                    r
+                }
+            })
+        };
+        counters.record(resp.status().as_u16(), flags_of(&resp), rq.start.elapsed());
+        rq.recorded = true;
+        resp
+    }
 }
 
 /// The upstream request for `req` on `backend` (and the client's side of
