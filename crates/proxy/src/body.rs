@@ -1,7 +1,6 @@
 //! Body types of the data path, as enums rather than boxed trait objects so
 //! that proxying a request allocates nothing for its bodies.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -10,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::deadline::Timer;
 use crate::endpoint::Lease;
 
 /// Body of a request sent upstream.
@@ -98,7 +98,8 @@ pub(crate) struct StreamLimits {
     idle: Option<Duration>,
     /// When the last body chunk came (idle timeout only).
     last_data: tokio::time::Instant,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A worker deadline, not a tokio timer (see `deadline`).
+    timer: Option<Timer>,
 }
 
 impl StreamLimits {
@@ -136,13 +137,11 @@ impl StreamLimits {
                 "the response did not finish in time (the revision's timeoutSeconds or the route's timeout)",
             ),
         };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        let timer = self.timer.get_or_insert_with(|| Timer::new(at));
         if timer.deadline() != at {
-            timer.as_mut().reset(at);
+            timer.reset(at);
         }
-        timer.as_mut().poll(cx).map(|()| why)
+        timer.poll_expired(cx).map(|()| why)
     }
 }
 

@@ -10,20 +10,26 @@
 //! (bench/gateway/instructions.sh).
 //!
 //! Each gateway worker instead keeps its requests' deadlines in a
-//! thread-local slab, and one task per worker sleeps until the earliest of
-//! them, wakes the requests whose deadline passed, and sleeps again. A
-//! request pays a slab insert and remove; the worker's one timer is re-armed
+//! thread-local slab, and one task per worker (its watcher) waits until the
+//! earliest of them, wakes the requests whose deadline passed, and waits
+//! again. A request pays a slab insert and remove. The watcher plans again
 //! only when a deadline comes due or an earlier one than planned arrives
-//! (with Knative's fixed timeouts: about once per timeout). Off the workers
-//! (tests, the main runtime) a deadline is a plain tokio timer.
+//! (with Knative's fixed timeouts: about once per timeout), and is woken at
+//! the planned time by the [`crate::alarm`] thread, so that no tokio timer
+//! stays armed on a worker. Off the workers (tests, the main runtime) a
+//! deadline is a plain tokio timer.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
 use tokio::time::Instant;
+
+use crate::alarm::Alarm;
 
 struct Entry {
     at: Instant,
@@ -34,6 +40,8 @@ struct Entry {
 /// One worker's pending deadlines.
 #[derive(Default)]
 struct Deadlines {
+    /// Tells the workers' deadlines apart (unique in the process).
+    id: u64,
     entries: Slab<Entry>,
     /// No pending deadline is earlier (a lower bound: entries removed
     /// since do not raise it).
@@ -48,6 +56,26 @@ struct Deadlines {
 
 impl Deadlines {
     fn insert(&mut self, at: Instant, waker: &Waker) -> usize {
+        self.arriving(at);
+        self.entries.insert(Entry {
+            at,
+            waker: Some(waker.clone()),
+            expired: false,
+        })
+    }
+
+    /// Deadline `key` moves to `at` (and is pending again).
+    fn reset(&mut self, key: usize, at: Instant) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.at = at;
+            e.expired = false;
+            self.arriving(at);
+        }
+    }
+
+    /// A deadline at `at` is pending: the watcher must know if it is
+    /// earlier than what it planned for.
+    fn arriving(&mut self, at: Instant) {
         if self.earliest.is_none_or(|e| at < e) {
             self.earliest = Some(at);
         }
@@ -57,11 +85,6 @@ impl Deadlines {
                 w.wake();
             }
         }
-        self.entries.insert(Entry {
-            at,
-            waker: Some(waker.clone()),
-            expired: false,
-        })
     }
 
     /// Ready once the deadline `key` has passed.
@@ -120,19 +143,25 @@ fn with_worker<R>(f: impl FnOnce(&mut Deadlines) -> R) -> R {
 }
 
 /// Run on each gateway worker, for its lifetime: wakes the worker's
-/// requests whose deadline passed.
-pub(crate) async fn watcher() {
-    WORKER.with(|w| *w.borrow_mut() = Some(Deadlines::default()));
+/// requests whose deadline passed. `alarm` wakes it when it planned to.
+pub(crate) async fn watcher(alarm: Arc<Alarm>) {
+    static IDS: AtomicU64 = AtomicU64::new(1);
+    let deadlines = Deadlines {
+        id: IDS.fetch_add(1, Ordering::Relaxed),
+        ..Default::default()
+    };
+    WORKER.with(|w| *w.borrow_mut() = Some(deadlines));
+    let id = alarm.register();
     // The deadlines go when the worker stops: a timer dropped after that
-    // has nothing to remove.
-    struct Uninstall;
-    impl Drop for Uninstall {
+    // has nothing to remove. The alarm no longer has anything to wake.
+    struct Uninstall<'a>(&'a Alarm, usize);
+    impl Drop for Uninstall<'_> {
         fn drop(&mut self) {
             let _ = WORKER.try_with(|w| w.borrow_mut().take());
+            self.0.set(self.1, None, Waker::noop());
         }
     }
-    let _uninstall = Uninstall;
-    let mut sleep = Box::pin(tokio::time::sleep_until(Instant::now()));
+    let _uninstall = Uninstall(&alarm, id);
     loop {
         let now = Instant::now();
         let next = with_worker(|d| {
@@ -141,9 +170,7 @@ pub(crate) async fn watcher() {
             d.replan = false;
             next
         });
-        if let Some(at) = next {
-            sleep.as_mut().reset(at);
-        }
+        let mut told = false;
         std::future::poll_fn(|cx| {
             let replan = with_worker(|d| {
                 if d.replan {
@@ -152,13 +179,14 @@ pub(crate) async fn watcher() {
                 d.watcher = Some(cx.waker().clone());
                 false
             });
-            if replan {
+            if replan || next.is_some_and(|at| Instant::now() >= at) {
                 return Poll::Ready(());
             }
-            match next {
-                Some(_) => sleep.as_mut().poll(cx),
-                None => Poll::Pending,
+            if !told {
+                alarm.set(id, next.map(Instant::into_std), cx.waker());
+                told = true;
             }
+            Poll::Pending
         })
         .await;
     }
@@ -166,69 +194,104 @@ pub(crate) async fn watcher() {
 
 /// A deadline for one request: [`Timer::poll_expired`] is ready once
 /// it has passed. Registered at its first poll; deregistered when dropped.
-struct Timer {
+/// Polled, reset and dropped on the worker it was first polled on (a
+/// request's futures and its response body stay on its worker).
+pub(crate) struct Timer {
     at: Instant,
     state: State,
 }
 
 enum State {
     New,
-    /// In this worker's deadlines.
-    Worker(usize),
+    /// Entry `key` in the deadlines of worker `worker` (their id).
+    Worker {
+        key: usize,
+        worker: u64,
+    },
     /// Not on a gateway worker: a tokio timer.
     Tokio(Pin<Box<tokio::time::Sleep>>),
 }
 
 impl Timer {
-    fn new(at: Instant) -> Timer {
+    pub(crate) fn new(at: Instant) -> Timer {
         Timer {
             at,
             state: State::New,
         }
     }
 
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn deadline(&self) -> Instant {
+        self.at
+    }
+
+    /// Move the deadline to `at`.
+    pub(crate) fn reset(&mut self, at: Instant) {
+        self.at = at;
+        match &mut self.state {
+            State::New => {}
+            State::Worker { key, worker } => {
+                let (key, worker) = (*key, *worker);
+                let _ = WORKER.try_with(|w| {
+                    if let Some(d) = w.borrow_mut().as_mut().filter(|d| d.id == worker) {
+                        d.reset(key, at);
+                    }
+                });
+            }
+            State::Tokio(s) => s.as_mut().reset(at),
+        }
+    }
+
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.state {
             State::New => {
                 let key = WORKER.with(|w| {
                     w.borrow_mut()
                         .as_mut()
-                        .map(|d| d.insert(self.at, cx.waker()))
+                        .map(|d| (d.insert(self.at, cx.waker()), d.id))
                 });
                 match key {
-                    Some(k) => {
+                    Some((key, worker)) => {
                         // Even if already due: the watcher, told of an
                         // earlier deadline than it planned for, wakes it.
-                        self.state = State::Worker(k);
+                        self.state = State::Worker { key, worker };
                         Poll::Pending
                     }
-                    None => {
-                        let mut sleep = Box::pin(tokio::time::sleep_until(self.at));
-                        let r = sleep.as_mut().poll(cx);
-                        self.state = State::Tokio(sleep);
-                        r
-                    }
+                    None => self.poll_tokio(cx),
                 }
             }
-            State::Worker(k) => {
-                let k = *k;
-                WORKER.with(|w| match w.borrow_mut().as_mut() {
-                    Some(d) => d.poll(k, cx.waker()),
+            State::Worker { key, worker } => {
+                let (key, worker) = (*key, *worker);
+                let here = WORKER.with(|w| match w.borrow_mut().as_mut() {
+                    Some(d) if d.id == worker => Some(d.poll(key, cx.waker())),
+                    Some(_) => None,
                     // The worker is stopping: nothing will fire any more.
-                    None => Poll::Ready(()),
-                })
+                    None => Some(Poll::Ready(())),
+                });
+                // On another worker than its own (not expected): a tokio
+                // timer from now on.
+                here.unwrap_or_else(|| self.poll_tokio(cx))
             }
             State::Tokio(s) => s.as_mut().poll(cx),
         }
+    }
+
+    /// Become a tokio timer, and poll it.
+    fn poll_tokio(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sleep = Box::pin(tokio::time::sleep_until(self.at));
+        let r = sleep.as_mut().poll(cx);
+        self.state = State::Tokio(sleep);
+        r
     }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        if let State::Worker(k) = self.state {
+        // Only from the worker's own deadlines: the same key on another
+        // worker is another request's.
+        if let State::Worker { key, worker } = self.state {
             let _ = WORKER.try_with(|w| {
-                if let Some(d) = w.borrow_mut().as_mut() {
-                    d.remove(k);
+                if let Some(d) = w.borrow_mut().as_mut().filter(|d| d.id == worker) {
+                    d.remove(key);
                 }
             });
         }
@@ -321,7 +384,8 @@ mod tests {
 
     #[tokio::test]
     async fn on_a_worker_the_watcher_fires_it_and_drop_deregisters() {
-        let watcher = tokio::spawn(watcher());
+        let alarm = crate::alarm::AlarmThread::start().unwrap();
+        let watcher = tokio::spawn(watcher(alarm.alarm().clone()));
         tokio::task::yield_now().await;
         let start = Instant::now();
         // A long deadline first, then a shorter one: the watcher re-plans.

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod activator;
+mod alarm;
 mod body;
 pub mod cluster;
 mod deadline;

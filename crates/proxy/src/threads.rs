@@ -4,15 +4,17 @@
 //! worker on those handles, so a connection, its requests and its upstream
 //! connections all stay on one thread.
 
-use std::time::Duration;
-
 use tokio::runtime::Handle;
+
+use crate::alarm::AlarmThread;
 use tokio::sync::watch;
 
 /// The gateway's worker threads.
 pub struct GatewayThreads {
     handles: Vec<Handle>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Wakes the workers' deadline watchers; stopped after the workers.
+    alarm: AlarmThread,
 }
 
 impl GatewayThreads {
@@ -20,11 +22,13 @@ impl GatewayThreads {
     /// Returns once every worker's runtime is up.
     pub fn start(n: usize, stop: watch::Receiver<bool>) -> std::io::Result<GatewayThreads> {
         let n = n.max(1);
+        let alarm = AlarmThread::start()?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<Handle>>();
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let mut stop = stop.clone();
             let ready = ready_tx.clone();
+            let alarm = alarm.alarm().clone();
             let t = std::thread::Builder::new()
                 .name(format!("skiff-gateway-{i}"))
                 .spawn(move || {
@@ -41,21 +45,9 @@ impl GatewayThreads {
                     };
                     rt.block_on(async move {
                         let _ = ready.send(Ok(Handle::current()));
-                        // Keep a near timer pending: tokio's timer driver
-                        // wakes its own thread (an eventfd write and an extra
-                        // epoll_wait) whenever a new timer is the earliest.
-                        // Request deadlines are not tokio timers here (see
-                        // `deadline`), but a streaming body's idle timer, a
-                        // retry's backoff or the deadline watcher's own
-                        // re-armed sleep would otherwise be.
-                        tokio::spawn(async {
-                            let mut tick = tokio::time::interval(Duration::from_secs(1));
-                            loop {
-                                tick.tick().await;
-                            }
-                        });
-                        // Fires this worker's request deadlines.
-                        tokio::spawn(crate::deadline::watcher());
+                        // Fires this worker's request deadlines. No tokio
+                        // timer stays armed on a worker (see `alarm`).
+                        tokio::spawn(crate::deadline::watcher(alarm));
                         let _ = stop.wait_for(|s| *s).await;
                     });
                 })?;
@@ -74,7 +66,11 @@ impl GatewayThreads {
                 }
             }
         }
-        Ok(GatewayThreads { handles, threads })
+        Ok(GatewayThreads {
+            handles,
+            threads,
+            alarm,
+        })
     }
 
     /// The workers' runtimes (for the listener manager).
@@ -88,5 +84,6 @@ impl GatewayThreads {
         for t in self.threads {
             let _ = t.join();
         }
+        drop(self.alarm);
     }
 }
