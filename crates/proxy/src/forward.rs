@@ -203,9 +203,10 @@ pub(crate) fn forward<'a>(
                 let start_by =
                     tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
                 let send = std::pin::pin!(ep.send(req, slot, &ConnOpts::DEFAULT, sent_at));
-                let sent = match crate::deadline::timeout_at(start_by.min(deadline), send).await {
-                    Ok(r) => r,
-                    Err(_) => {
+                // One match on the outcome: matching the timeout first and
+                // then the send's result copies that result once more.
+                match crate::deadline::timeout_at(start_by.min(deadline), send).await {
+                    Err(()) => {
                         ep.note_error();
                         break 'done if start_by < deadline {
                             response_start_timed_out(backend)
@@ -213,9 +214,7 @@ pub(crate) fn forward<'a>(
                             timed_out(backend)
                         };
                     }
-                };
-                match sent {
-                    Ok((resp, mut lease)) => {
+                    Ok(Ok((resp, mut lease))) => {
                         if resp.status().is_server_error() {
                             ep.note_error();
                         }
@@ -236,11 +235,11 @@ pub(crate) fn forward<'a>(
                             },
                         );
                     }
-                    Err(SendError::NotSent {
+                    Ok(Err(SendError::NotSent {
                         request,
                         reason,
                         kind,
-                    }) => {
+                    })) => {
                         if kind == NotSentKind::Connect {
                             ep.note_error();
                         }
@@ -253,7 +252,7 @@ pub(crate) fn forward<'a>(
                             entered = Some(backend.enter(Instant::now()));
                         }
                     }
-                    Err(SendError::Failed { reason, .. }) => {
+                    Ok(Err(SendError::Failed { reason, .. })) => {
                         ep.note_error();
                         break 'done respond(local_reply::upstream_reset(
                             false,

@@ -232,7 +232,11 @@ impl Gateway {
                     Box::pin(vs_forward::forward(table, &vh, req, conn, &mut rq)).await
                 }
             };
-            Ok(this.finish(this.drained(resp, http1), rq))
+            // By reference: each by-value pass copies the response.
+            let mut resp = resp;
+            this.drained(&mut resp, http1);
+            this.finish(&mut resp, rq);
+            Ok(resp)
         }
     }
 
@@ -240,17 +244,16 @@ impl Gateway {
     /// client's next request opens a new one (which the load balancer sends
     /// elsewhere) instead of racing the close of an idle connection.
     #[inline]
-    fn drained(&self, mut resp: Response<ProxyBody>, http1: bool) -> Response<ProxyBody> {
+    fn drained(&self, resp: &mut Response<ProxyBody>, http1: bool) {
         if http1 && self.drain.is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        resp
     }
 
     /// Count the response, and hand its log record to its body (written
     /// when the body is done).
-    fn finish(&self, mut resp: Response<ProxyBody>, mut rq: Rq) -> Response<ProxyBody> {
+    fn finish(&self, resp: &mut Response<ProxyBody>, mut rq: Rq) {
         let generated = resp.extensions().get::<Generated>();
         let flags = generated.map_or(Default::default(), |g| g.flags);
         if generated.is_some() {
@@ -262,7 +265,7 @@ impl Gateway {
                 .record(resp.status().as_u16(), flags, rq.start.elapsed());
         }
         let Some(mut p) = rq.log.take() else {
-            return resp;
+            return;
         };
         p.code = resp.status().as_u16();
         p.flags.set(flags);
@@ -290,7 +293,6 @@ impl Gateway {
             }
             ProxyBody::Upstream { lease: None, .. } => p.write(0, true),
         }
-        resp
     }
 
     /// Where a request goes, decided from the current routing table.
