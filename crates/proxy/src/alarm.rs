@@ -127,16 +127,9 @@ impl Drop for AlarmThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deadline::tests::Count;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
     use std::time::Duration;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     fn wait_for(count: &Count, n: usize) -> bool {
         let until = Instant::now() + Duration::from_secs(10);

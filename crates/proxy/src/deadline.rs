@@ -316,17 +316,18 @@ pub(crate) async fn timeout_at<F: Future>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
     use std::time::Duration;
 
-    struct Count(AtomicUsize);
+    /// A waker that counts its wakes.
+    pub(crate) struct Count(pub(crate) AtomicUsize);
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
