@@ -223,7 +223,7 @@ impl Gateway {
                 ));
             }
             // Routed by reference: the request is moved once, into the forward.
-            let resp = match this.route(&req, conn) {
+            let mut resp = match this.route(&req, conn) {
                 Routed::Reply(resp) => *resp,
                 Routed::Plain(route) => forward::forward(&route, req, conn, &mut rq).await,
                 // Boxed: the policy path's future is several times the size of
@@ -233,7 +233,6 @@ impl Gateway {
                 }
             };
             // By reference: each by-value pass copies the response.
-            let mut resp = resp;
             this.drained(&mut resp, http1);
             this.finish(&mut resp, rq);
             Ok(resp)
