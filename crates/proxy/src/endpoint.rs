@@ -3,9 +3,12 @@
 //! objects outlive routing snapshots (see [`crate::EndpointRegistry`]), so
 //! counters and pooled connections survive configuration changes.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -16,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::activator::Slot;
 use crate::body::UpstreamRequestBody;
+use crate::h1_conn::H1Conn;
 use crate::istio::circuit_breaker::Guard;
 use crate::istio::outlier::HostOutlier;
 use crate::istio::policy::Keepalive;
@@ -78,17 +82,16 @@ pub struct Endpoint {
     /// survive routing snapshots (and apply to every cluster it is in).
     pub outlier: Arc<HostOutlier>,
     /// Idle HTTP/1.1 connections, one pool per gateway worker: a connection
-    /// is driven by a task on the worker that opened it, so only that worker
-    /// uses it (no cross-thread wakeups). The lock is never contended.
-    idle: Box<[Mutex<Vec<Idle>>]>,
+    /// is registered with the I/O driver of the worker that opened it, so
+    /// only that worker uses it. The lock is never contended. Most recently
+    /// used at the back.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     h2: Mutex<Option<http2::SendRequest<UpstreamRequestBody>>>,
 }
 
 struct Idle {
-    sender: http1::SendRequest<UpstreamRequestBody>,
+    conn: Box<H1Conn>,
     since: Instant,
-    /// Requests this connection has carried.
-    uses: u32,
 }
 
 /// The head of an idempotent, bodiless request, to send it again.
@@ -184,9 +187,9 @@ impl SendError {
 /// Holds the request's slot on the endpoint (and, for HTTP/1, the
 /// connection) until the response body ends.
 pub struct Lease {
-    sender: Option<http1::SendRequest<UpstreamRequestBody>>,
-    /// Requests the connection carried, this one included.
-    uses: u32,
+    /// The HTTP/1.1 connection, driven by the response body
+    /// ([`Lease::poll_body`]) until it ends.
+    conn: Option<Box<H1Conn>>,
     /// Pool the connection again only below this many uses.
     max_uses: u32,
     /// Released after the connection went back to the pool, so a request
@@ -206,8 +209,7 @@ impl Lease {
     /// A lease that only holds the slot (no pooled connection to return).
     pub(crate) fn without_connection(slot: Slot) -> Lease {
         Lease {
-            sender: None,
-            uses: 0,
+            conn: None,
             max_uses: 0,
             slot,
             admission: None,
@@ -216,15 +218,30 @@ impl Lease {
         }
     }
 
+    /// Poll the response body, driving the connection that feeds it (an
+    /// HTTP/1.1 connection the lease holds).
+    #[inline]
+    pub(crate) fn poll_body(
+        &mut self,
+        body: Pin<&mut Incoming>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        match &mut self.conn {
+            Some(c) => c.poll_body(body, cx),
+            None => http_body::Body::poll_frame(body, cx),
+        }
+    }
+
     /// The response body ended (`clean`) or was abandoned/failed.
     pub fn finish(mut self, clean: bool) {
         // One clock read for the pool and the slot's counts.
         let now = Instant::now();
         if clean
-            && let Some(sender) = self.sender.take()
-            && self.uses < self.max_uses
+            && let Some(mut conn) = self.conn.take()
+            && conn.uses < self.max_uses
+            && conn.settle()
         {
-            self.slot.endpoint().check_in(sender, self.uses, now);
+            self.slot.endpoint().check_in(conn, now);
         }
         self.admission = None;
         if let Some(x) = self.extras.take() {
@@ -273,7 +290,7 @@ impl Endpoint {
             retired: AtomicBool::new(false),
             outlier: Arc::default(),
             idle: (0..worker::SHARDS)
-                .map(|_| Mutex::new(Vec::new()))
+                .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
             h2: Mutex::new(None),
         }
@@ -368,32 +385,33 @@ impl Endpoint {
         self.h2c
     }
 
-    fn check_in(&self, sender: http1::SendRequest<UpstreamRequestBody>, uses: u32, now: Instant) {
-        if self.is_retired() || sender.is_closed() {
+    /// Pool a connection that finished a request. The least recently used
+    /// ones idle past their timeout are closed here: pooled connections are
+    /// not driven, so nothing else notices.
+    fn check_in(&self, conn: Box<H1Conn>, now: Instant) {
+        if self.is_retired() {
             return;
         }
         let mut idle = lock(&self.idle[worker::index()]);
+        while idle
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) >= c.conn.idle_timeout)
+        {
+            idle.pop_front();
+        }
         if idle.len() < POOL_MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: now,
-                uses,
-            });
+            idle.push_back(Idle { conn, since: now });
         }
     }
 
-    /// The most recently used live connection, how long it sat idle (at
-    /// `now`) and how many requests it carried, dropping stale ones.
-    fn check_out(
-        &self,
-        max_idle: Duration,
-        now: Instant,
-    ) -> Option<(http1::SendRequest<UpstreamRequestBody>, Duration, u32)> {
+    /// The most recently used connection and how long it sat idle (at
+    /// `now`), dropping stale ones.
+    fn check_out(&self, max_idle: Duration, now: Instant) -> Option<(Box<H1Conn>, Duration)> {
         let mut idle = lock(&self.idle[worker::index()]);
-        while let Some(c) = idle.pop() {
+        while let Some(c) = idle.pop_back() {
             let idle_for = now.saturating_duration_since(c.since);
-            if idle_for < max_idle && !c.sender.is_closed() {
-                return Some((c.sender, idle_for, c.uses));
+            if idle_for < max_idle.min(c.conn.idle_timeout) {
+                return Some((c.conn, idle_for));
             }
         }
         None
@@ -420,9 +438,12 @@ impl Endpoint {
         async move {
             self.requests.inc();
             let max_uses = opts.max_requests.unwrap_or(u32::MAX);
-            let lease = |sender, uses| Lease {
-                sender,
-                uses,
+            let lease = |conn: Option<Box<H1Conn>>| Lease {
+                conn: conn.map(|mut c| {
+                    c.uses = c.uses.saturating_add(1);
+                    c.idle_timeout = opts.idle_timeout;
+                    c
+                }),
                 max_uses,
                 slot,
                 admission: None,
@@ -434,9 +455,9 @@ impl Endpoint {
             // request.
             if self.h2c {
                 let resp = Box::pin(self.send_h2(request, opts)).await?;
-                return Ok((resp, lease(None, 1)));
+                return Ok((resp, lease(None)));
             }
-            while let Some((mut sender, idle_for, uses)) = self.check_out(opts.idle_timeout, now) {
+            while let Some((mut conn, idle_for)) = self.check_out(opts.idle_timeout, now) {
                 // Only a connection that sat idle can have been closed by the app
                 // as we reuse it; a copy of the head to replay costs two
                 // allocations, so keep one only then.
@@ -444,8 +465,8 @@ impl Endpoint {
                     .then(|| Replay::of(&request))
                     .flatten()
                     .map(Box::new);
-                match sender.try_send_request(request).await {
-                    Ok(resp) => return Ok((resp, lease(Some(sender), uses.saturating_add(1)))),
+                match conn.exchange(request).await {
+                    Ok(resp) => return Ok((resp, lease(Some(conn)))),
                     Err(mut e) => match e.take_message() {
                         // The connection died before our request went out.
                         Some(r) => request = r,
@@ -464,15 +485,13 @@ impl Endpoint {
                     },
                 }
             }
-            let (mut sender, conn) = match Box::pin(self.open_h1(opts)).await {
+            let (sender, driver) = match Box::pin(self.open_h1(opts)).await {
                 Ok(x) => x,
                 Err(why) => return Err(SendError::not_sent(request, why)),
             };
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            match sender.try_send_request(request).await {
-                Ok(resp) => Ok((resp, lease(Some(sender), 1))),
+            let mut conn = H1Conn::new(sender, driver, opts.idle_timeout);
+            match conn.exchange(request).await {
+                Ok(resp) => Ok((resp, lease(Some(conn)))),
                 Err(e) => Err(SendError::from_try_send(e, false)),
             }
         }

@@ -212,8 +212,12 @@ fn mirror(cluster: Arc<Cluster>, head: &Head) {
         };
         let sent = tokio::time::timeout(MIRROR_TIMEOUT, async {
             if let Ok((resp, lease)) = ep.send(req, slot, &cluster.opts, Instant::now()).await {
-                let clean = resp.into_body().collect().await.is_ok();
-                lease.finish(clean);
+                // The body drives the connection and ends the lease.
+                let body = ProxyBody::Upstream {
+                    body: resp.into_body(),
+                    lease: Some(lease),
+                };
+                let _ = body.collect().await;
             }
         });
         let _ = sent.await;
