@@ -8,7 +8,9 @@
 #   bench/gateway/instructions.sh        # about 3 minutes plus the build
 #
 # Targets: Skiff's gateway (hello as a Knative Service, the activator in the
-# path as Knative's defaults put it), the bare hyper proxy of
+# path as Knative's defaults put it), the same Skiff on the policy route of
+# policy.sh (skiff-policy: VirtualService and DestinationRule), the bare
+# hyper proxy of
 # bench/hyper-proxy (one thread) and nginx (one worker, the configuration of
 # run.sh), in front of the same hello app.
 #
@@ -39,19 +41,25 @@ source "$HERE/lib.sh"
 
 [[ $DURATION =~ ^[1-9][0-9]*(s|m|h)?$ ]] || die "DURATION must look like 5s, 1m (wrk's -d), not '$DURATION'"
 
-# count NAME PID URL: Ir per request of the callgrind-run process PID while
-# wrk sends DURATION of requests (4 connections) to URL, after a warm-up.
+# count NAME PID URL [BODY]: Ir per request of the callgrind-run process PID
+# while wrk sends DURATION of requests (4 connections) to URL, after a
+# warm-up; URL answers BODY ("Hello World!" by default).
 count() {
     local name=$1 pid=$2 url=$3 n ir profile f
-    check_hello "$name" "$url" || die "$name: $FAIL_REASON"
+    check_hello "$name" "$url" "${4:-Hello World!}" || die "$name: $FAIL_REASON"
     wrk_run "$OUT/$name-warmup.txt" -t1 -c4 -d"$WARMUP" "$url" || die "$name: $FAIL_REASON"
     callgrind_control -z "$pid" >/dev/null 2>&1
     wrk_run "$OUT/$name-wrk.txt" -t1 -c4 -d"$DURATION" "$url" || die "$name: $FAIL_REASON"
     callgrind_control -d "$pid" >/dev/null 2>&1
     n=$(awk '/requests in/ {print $1}' "$OUT/$name-wrk.txt")
-    # The dump after zeroing is part 1 of the process's profile.
+    # Each dump after zeroing is the next part of the process's profile
+    # (part 1, then 2 for a second target in the same process); it is
+    # saved as NAME.callgrind.
     profile=
-    for f in "$OUT/$name.callgrind".*.1; do profile=$f; done
+    for f in "$OUT"/*.callgrind."$pid".[0-9]*; do profile=$f; done
+    [[ -n $profile && -f $profile ]] || die "$name: no profile (see $OUT)"
+    mv "$profile" "$OUT/$name.callgrind"
+    profile=$OUT/$name.callgrind
     ir=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     [[ -n $n && $n -gt 0 && -n $ir ]] || die "$name: no requests or no profile (see $OUT)"
     log "$name: $n requests, $((ir / n)) instructions per request"
@@ -94,6 +102,14 @@ done
 skiff_apply "$HERE/hello-ksvc.yaml" || die "skiff apply failed (see $LOGS/skiff-cli.log)"
 skiff_wait_ready hello || die "hello did not become ready under Skiff"
 count skiff "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/"
+# The policy path of bench/gateway/policy.sh (issue 5): a VirtualService
+# (header match, 90/10 weighted subsets) and a DestinationRule (connection
+# pool, outlier detection) in front of service ab.
+skiff_apply "$HERE/ab-ksvc-v1.yaml" || die "skiff apply failed (see $LOGS/skiff-cli.log)"
+skiff_wait_ready ab ab-00001 || die "ab did not become ready under Skiff"
+skiff_apply "$HERE/ab-policy.yaml" || die "skiff apply failed (see $LOGS/skiff-cli.log)"
+skiff_wait_ready ab ab-00002 || die "ab-00002 did not become ready under Skiff"
+HOST_HEADER=ab.example.com count skiff-policy "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/" "Hello v1!"
 stop_pid "$SKIFF_PID"
 
 # The bare hyper proxy (bench/hyper-proxy) under callgrind, one thread as

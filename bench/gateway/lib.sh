@@ -241,16 +241,17 @@ wrk_run() {
     fi
 }
 
-# check_hello NAME URL: the target answers "Hello World!" (tries for 10 s).
+# check_hello NAME URL [BODY]: the target answers BODY, "Hello World!" by
+# default (tries for 10 s).
 check_hello() {
-    local name=$1 url=$2 body deadline=$((SECONDS + 10))
+    local name=$1 url=$2 want=${3:-Hello World!} body deadline=$((SECONDS + 10))
     while :; do
         body=$(curl -sS --max-time 2 -H "Host: $HOST_HEADER" "$url" 2>&1) || true
-        [[ $body == "Hello World!" ]] && return 0
+        [[ $body == "$want" ]] && return 0
         ((SECONDS < deadline)) || break
         sleep 0.25
     done
-    FAIL_REASON="$url answered '${body:0:80}' instead of 'Hello World!'"
+    FAIL_REASON="$url answered '${body:0:80}' instead of '$want'"
     return 1
 }
 

@@ -239,286 +239,292 @@ fn response_headers(
 }
 
 /// Forward `req` by the rules of `vh` (a virtual host of `table`).
-pub(crate) async fn forward(
+///
+/// An `async` block, not an `async fn`, which would copy the request into a
+/// local of its own first (see [`crate::forward::forward`]).
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+pub(crate) fn forward<'a>(
     table: Arc<RoutingTable>,
-    vh: &VirtualHost,
+    vh: &'a VirtualHost,
     mut req: Request<Incoming>,
-    conn: &ConnInfo,
-    rq: &mut Rq,
-) -> Response<ProxyBody> {
-    let (hop_by_hop, on_upgrade) = upgrade_of(&mut req);
-    let (mut parts, body) = req.into_parts();
-    // Only the mesh (the cluster-local listener, internal callers) may steer
-    // the router with x-envoy-* headers; gateways sanitize them.
-    let steered = has_envoy_headers(&parts.headers);
-    if steered && !conn.listener.scope.local {
-        for h in &ROUTER_CONTROL_HEADERS {
-            parts.headers.remove(h);
-        }
-    }
-    let hctx = HeaderContext {
-        downstream_remote: Some(conn.remote(&parts.headers)),
-        downstream_local: Some(conn.local),
-        protocol: protocol(parts.version),
-        request_headers: None,
-    };
-    let view = RequestView::new(&parts, conn.scheme, conn.port);
-    if vh.require_tls && conn.scheme == "http" {
-        let to = Redirect::https().location(&view, 0);
-        return respond(
-            local_reply::redirect(http::StatusCode::MOVED_PERMANENTLY, &to)
-                .unwrap_or_else(|| local_reply::bad_request("cannot redirect to https")),
-        );
-    }
-    if let Some(a) = vh.authz.as_ref().filter(|a| !a.is_empty())
-        && let Some(r) = local_reply::denied(
-            &a.evaluate(&conn.authz_request(view)),
-            "the ingress gateway",
-        )
-    {
-        return respond(r);
-    }
-    let Some(m) = vh.routes.find(&view) else {
-        return respond(local_reply::no_route(&format!(
-            "no rule of the VirtualServices for host {:?} matched {} {}",
-            &*vh.host, view.method, view.path
-        )));
-    };
-    let rule = m.rule;
-    if let Some(p) = rq.log.as_mut() {
-        p.route_name = Some(m.route_name.into());
-    }
-    let mut cors_origin = None;
-    if let Some(c) = &rule.cors {
-        match c.on_request(&view) {
-            CorsAction::Reply(h) => return respond(local_reply::cors_preflight(&h)),
-            CorsAction::ForwardAllowed(o) => cors_origin = Some(o),
-            CorsAction::Forward => {}
-        }
-    }
-    let fault = rule.fault.as_ref().map(|f| f.decide()).unwrap_or_default();
-    let target = match &rule.action {
-        Action::Route(t) => t.pick(),
-        Action::Redirect(r) => {
-            let to = r.location(&view, m.matched_len);
-            return respond(local_reply::redirect(r.status, &to).unwrap_or_else(|| {
-                local_reply::bad_request("the redirect location is not a valid header")
-            }));
-        }
-        Action::Direct(d) => {
-            let mut resp = Response::new(ProxyBody::full(d.body.clone()));
-            *resp.status_mut() = d.status;
-            response_headers(&rule.headers, None, resp.headers_mut(), &hctx);
-            resp.extensions_mut().insert(Generated {
-                flags: ResponseFlags::NONE,
-                details: "direct_response".into(),
-            });
-            return resp;
-        }
-        // `find` flattens delegates; nothing to forward to.
-        Action::Delegate(_) => {
-            return respond(local_reply::no_route(
-                "the delegate VirtualService has no matching rule",
-            ));
-        }
-    };
-    let dest = &target.destination;
-    // Borrowed from the table this request holds: no reference count
-    // shared by every worker to bump.
-    let Some(cluster) = dest
-        .cluster
-        .and_then(|i| table.istio.clusters.get(i as usize))
-    else {
-        return respond(local_reply::no_cluster(&format!(
-            "destination {}{} of {} resolves to no cluster: no Knative Service answers on that host{}",
-            dest.host,
-            dest.subset
-                .as_deref()
-                .map(|s| format!(" subset {s}"))
-                .unwrap_or_default(),
-            rule.source,
-            if dest.subset.is_some() {
-                ", or no DestinationRule defines the subset"
-            } else {
-                ""
+    conn: &'a ConnInfo,
+    rq: &'a mut Rq,
+) -> impl Future<Output = Response<ProxyBody>> + 'a {
+    async move {
+        let (hop_by_hop, on_upgrade) = upgrade_of(&mut req);
+        let (mut parts, body) = req.into_parts();
+        // Only the mesh (the cluster-local listener, internal callers) may steer
+        // the router with x-envoy-* headers; gateways sanitize them.
+        let steered = has_envoy_headers(&parts.headers);
+        if steered && !conn.listener.scope.local {
+            for h in &ROUTER_CONTROL_HEADERS {
+                parts.headers.remove(h);
             }
-        )));
-    };
-    let hash = cluster
-        .policy
-        .lb
-        .hash_key
-        .as_ref()
-        .map(|k| k.compute(&view, conn.remote(view.headers).ip()));
-    let new_path = rule
-        .rewrite
-        .as_ref()
-        .and_then(|r| r.path(view.path, view.query, m.matched_len));
-    let authority = rule
-        .rewrite
-        .as_ref()
-        .and_then(|r| r.authority.clone())
-        .or_else(|| rule.headers.authority.clone())
-        .or_else(|| target.headers.authority.clone());
-    let timeouts = if steered {
-        Timeouts::effective(rule.timeout, rule.retry.per_try_timeout, &parts.headers)
-    } else {
-        Timeouts::configured(rule.timeout, rule.retry.per_try_timeout)
-    };
-    let mirrors: Vec<&Mirror> = rule.mirrors.iter().filter(|m| m.sample()).collect();
-
-    let mut flags = ResponseFlags::NONE;
-    if let Some(d) = fault.delay {
-        flags.set(ResponseFlags::DELAY_INJECTED);
-        tokio::time::sleep(d).await;
-    }
-    if let Some(k) = fault.abort {
-        let mut r = local_reply::fault_abort(k);
-        r.flags.set(flags);
-        return respond(r);
-    }
-
-    // The request as the destination sees it.
-    if let Some(p) = new_path {
-        if let Some(orig) = parts
-            .uri
-            .path_and_query()
-            .and_then(|pq| HeaderValue::from_str(pq.as_str()).ok())
+        }
+        let hctx = HeaderContext {
+            downstream_remote: Some(conn.remote(&parts.headers)),
+            downstream_local: Some(conn.local),
+            protocol: protocol(parts.version),
+            request_headers: None,
+        };
+        let view = RequestView::new(&parts, conn.scheme, conn.port);
+        if vh.require_tls && conn.scheme == "http" {
+            let to = Redirect::https().location(&view, 0);
+            return respond(
+                local_reply::redirect(http::StatusCode::MOVED_PERMANENTLY, &to)
+                    .unwrap_or_else(|| local_reply::bad_request("cannot redirect to https")),
+            );
+        }
+        if let Some(a) = vh.authz.as_ref().filter(|a| !a.is_empty())
+            && let Some(r) = local_reply::denied(
+                &a.evaluate(&conn.authz_request(view)),
+                "the ingress gateway",
+            )
         {
-            parts.headers.insert(ORIGINAL_PATH.clone(), orig);
+            return respond(r);
         }
-        match p.parse::<Uri>() {
-            Ok(u) => parts.uri = u,
-            Err(_) => {
-                return respond(local_reply::bad_request(&format!(
-                    "the rewritten path {p:?} is not a valid URI"
-                )));
-            }
-        }
-    }
-    prepare(
-        &mut parts,
-        &conn.client_ip,
-        conn.scheme,
-        on_upgrade.is_some(),
-        conn.listener.xff_trusted_hops > 0,
-        hop_by_hop,
-    );
-    if let Some(a) = authority {
-        parts.headers.insert(header::HOST, a);
-    }
-    rule.headers.request.apply(&mut parts.headers, &hctx);
-    target.headers.request.apply(&mut parts.headers, &hctx);
-    parts.headers.entry(&REQUEST_ID).or_insert_with(request_id);
-    if let Some(p) = rq.log.as_mut()
-        && let Some(id) = parts.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
-    {
-        p.set_request_id(id);
-    }
-
-    // A body that may have to go out again is read first (small ones).
-    let method = parts.method.clone();
-    let replay_wanted = needs_replay(&rule.retry, &method) || !mirrors.is_empty();
-    let body = if body.is_end_stream() {
-        UpstreamRequestBody::Empty
-    } else if replay_wanted
-        && content_length(&parts.headers).is_some_and(|n| n <= MAX_BUFFERED_BODY)
-    {
-        match body.collect().await {
-            Ok(c) => UpstreamRequestBody::Buffered(Some(c.to_bytes())),
-            Err(e) => {
-                return respond(local_reply::bad_request(&format!(
-                    "reading the request body failed: {e}"
-                )));
-            }
-        }
-    } else {
-        UpstreamRequestBody::Client(body)
-    };
-    // A copy of the head only when the request may go out again after the
-    // app saw it (a retry on a response, a reset, a per-try timeout) or to
-    // a mirror: an attempt that sent nothing hands its request back.
-    let head = match &body {
-        _ if !replay_wanted => None,
-        UpstreamRequestBody::Empty => Some(None),
-        UpstreamRequestBody::Buffered(b) => Some(b.clone()),
-        UpstreamRequestBody::Client(_) => None,
-    }
-    .map(|body| Head {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        headers: parts.headers.clone(),
-        body,
-    });
-    if let Some(h) = &head {
-        for m in &mirrors {
-            if let Some(c) = m
-                .destination
-                .cluster
-                .and_then(|i| table.istio.clusters.get(i as usize))
-            {
-                mirror(c.clone(), h);
-            }
-        }
-    }
-    let hash_key = hash.as_ref().and_then(|h| h.key);
-    let set_cookie = hash.and_then(|h| h.set_cookie);
-
-    let ctx = Attempts {
-        cluster,
-        conn,
-        rule_source: &rule.source,
-        retry: &rule.retry,
-        timeouts,
-        other_host: rule.retry.other_host && hash_key.is_none(),
-        hash_key,
-        method,
-        uri: parts.uri.clone(),
-        head,
-    };
-    let mut counters = None;
-    let result = ctx
-        .run(
-            Request::from_parts(parts, body),
-            on_upgrade,
-            rq,
-            &mut flags,
-            &mut counters,
-        )
-        .await;
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(mut r) => {
-            r.flags.set(flags);
-            respond(r)
-        }
-    };
-    if flags_of(&resp).is_empty() && !flags.is_empty() {
-        // Flags on a response passed through (URX, UO, DI): logs and
-        // metrics only, the client sees the app's response.
+        let Some(m) = vh.routes.find(&view) else {
+            return respond(local_reply::no_route(&format!(
+                "no rule of the VirtualServices for host {:?} matched {} {}",
+                &*vh.host, view.method, view.path
+            )));
+        };
+        let rule = m.rule;
         if let Some(p) = rq.log.as_mut() {
-            p.flags.set(flags);
+            p.route_name = Some(m.route_name.into());
         }
-    }
-    if resp.extensions().get::<Generated>().is_none() {
-        let h = resp.headers_mut();
-        response_headers(&rule.headers, Some(target), h, &hctx);
-        if let (Some(c), Some(o)) = (&rule.cors, &cors_origin) {
-            c.add_response_headers(o, h);
+        let mut cors_origin = None;
+        if let Some(c) = &rule.cors {
+            match c.on_request(&view) {
+                CorsAction::Reply(h) => return respond(local_reply::cors_preflight(&h)),
+                CorsAction::ForwardAllowed(o) => cors_origin = Some(o),
+                CorsAction::Forward => {}
+            }
         }
-        if let Some(c) = set_cookie {
-            h.append(header::SET_COOKIE, c);
+        let fault = rule.fault.as_ref().map(|f| f.decide()).unwrap_or_default();
+        let target = match &rule.action {
+            Action::Route(t) => t.pick(),
+            Action::Redirect(r) => {
+                let to = r.location(&view, m.matched_len);
+                return respond(local_reply::redirect(r.status, &to).unwrap_or_else(|| {
+                    local_reply::bad_request("the redirect location is not a valid header")
+                }));
+            }
+            Action::Direct(d) => {
+                let mut resp = Response::new(ProxyBody::full(d.body.clone()));
+                *resp.status_mut() = d.status;
+                response_headers(&rule.headers, None, resp.headers_mut(), &hctx);
+                resp.extensions_mut().insert(Generated {
+                    flags: ResponseFlags::NONE,
+                    details: "direct_response".into(),
+                });
+                return resp;
+            }
+            // `find` flattens delegates; nothing to forward to.
+            Action::Delegate(_) => {
+                return respond(local_reply::no_route(
+                    "the delegate VirtualService has no matching rule",
+                ));
+            }
+        };
+        let dest = &target.destination;
+        // Borrowed from the table this request holds: no reference count
+        // shared by every worker to bump.
+        let Some(cluster) = dest
+            .cluster
+            .and_then(|i| table.istio.clusters.get(i as usize))
+        else {
+            return respond(local_reply::no_cluster(&format!(
+                "destination {}{} of {} resolves to no cluster: no Knative Service answers on that host{}",
+                dest.host,
+                dest.subset
+                    .as_deref()
+                    .map(|s| format!(" subset {s}"))
+                    .unwrap_or_default(),
+                rule.source,
+                if dest.subset.is_some() {
+                    ", or no DestinationRule defines the subset"
+                } else {
+                    ""
+                }
+            )));
+        };
+        let hash = cluster
+            .policy
+            .lb
+            .hash_key
+            .as_ref()
+            .map(|k| k.compute(&view, conn.remote(view.headers).ip()));
+        let new_path = rule
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.path(view.path, view.query, m.matched_len));
+        let authority = rule
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.authority.clone())
+            .or_else(|| rule.headers.authority.clone())
+            .or_else(|| target.headers.authority.clone());
+        let timeouts = if steered {
+            Timeouts::effective(rule.timeout, rule.retry.per_try_timeout, &parts.headers)
+        } else {
+            Timeouts::configured(rule.timeout, rule.retry.per_try_timeout)
+        };
+        let mirrors: Vec<&Mirror> = rule.mirrors.iter().filter(|m| m.sample()).collect();
+
+        let mut flags = ResponseFlags::NONE;
+        if let Some(d) = fault.delay {
+            flags.set(ResponseFlags::DELAY_INJECTED);
+            tokio::time::sleep(d).await;
         }
-    }
-    if let Some(c) = counters {
-        c.record(
-            resp.status().as_u16(),
-            flags_of(&resp) | flags,
-            rq.start.elapsed(),
+        if let Some(k) = fault.abort {
+            let mut r = local_reply::fault_abort(k);
+            r.flags.set(flags);
+            return respond(r);
+        }
+
+        // The request as the destination sees it.
+        if let Some(p) = new_path {
+            if let Some(orig) = parts
+                .uri
+                .path_and_query()
+                .and_then(|pq| HeaderValue::from_str(pq.as_str()).ok())
+            {
+                parts.headers.insert(ORIGINAL_PATH.clone(), orig);
+            }
+            match p.parse::<Uri>() {
+                Ok(u) => parts.uri = u,
+                Err(_) => {
+                    return respond(local_reply::bad_request(&format!(
+                        "the rewritten path {p:?} is not a valid URI"
+                    )));
+                }
+            }
+        }
+        prepare(
+            &mut parts,
+            &conn.client_ip,
+            conn.scheme,
+            on_upgrade.is_some(),
+            conn.listener.xff_trusted_hops > 0,
+            hop_by_hop,
         );
-        rq.recorded = true;
+        if let Some(a) = authority {
+            parts.headers.insert(header::HOST, a);
+        }
+        rule.headers.request.apply(&mut parts.headers, &hctx);
+        target.headers.request.apply(&mut parts.headers, &hctx);
+        parts.headers.entry(&REQUEST_ID).or_insert_with(request_id);
+        if let Some(p) = rq.log.as_mut()
+            && let Some(id) = parts.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
+        {
+            p.set_request_id(id);
+        }
+
+        // A body that may have to go out again is read first (small ones).
+        let method = parts.method.clone();
+        let replay_wanted = needs_replay(&rule.retry, &method) || !mirrors.is_empty();
+        let body = if body.is_end_stream() {
+            UpstreamRequestBody::Empty
+        } else if replay_wanted
+            && content_length(&parts.headers).is_some_and(|n| n <= MAX_BUFFERED_BODY)
+        {
+            match body.collect().await {
+                Ok(c) => UpstreamRequestBody::Buffered(Some(c.to_bytes())),
+                Err(e) => {
+                    return respond(local_reply::bad_request(&format!(
+                        "reading the request body failed: {e}"
+                    )));
+                }
+            }
+        } else {
+            UpstreamRequestBody::Client(body)
+        };
+        // A copy of the head only when the request may go out again after the
+        // app saw it (a retry on a response, a reset, a per-try timeout) or to
+        // a mirror: an attempt that sent nothing hands its request back.
+        let head = match &body {
+            _ if !replay_wanted => None,
+            UpstreamRequestBody::Empty => Some(None),
+            UpstreamRequestBody::Buffered(b) => Some(b.clone()),
+            UpstreamRequestBody::Client(_) => None,
+        }
+        .map(|body| Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body,
+        });
+        if let Some(h) = &head {
+            for m in &mirrors {
+                if let Some(c) = m
+                    .destination
+                    .cluster
+                    .and_then(|i| table.istio.clusters.get(i as usize))
+                {
+                    mirror(c.clone(), h);
+                }
+            }
+        }
+        let hash_key = hash.as_ref().and_then(|h| h.key);
+        let set_cookie = hash.and_then(|h| h.set_cookie);
+
+        let ctx = Attempts {
+            cluster,
+            conn,
+            rule_source: &rule.source,
+            retry: &rule.retry,
+            timeouts,
+            other_host: rule.retry.other_host && hash_key.is_none(),
+            hash_key,
+            method,
+            uri: parts.uri.clone(),
+            head,
+        };
+        let mut counters = None;
+        let result = ctx
+            .run(
+                Some(Request::from_parts(parts, body)),
+                on_upgrade,
+                rq,
+                &mut flags,
+                &mut counters,
+            )
+            .await;
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(mut r) => {
+                r.flags.set(flags);
+                respond(r)
+            }
+        };
+        if flags_of(&resp).is_empty() && !flags.is_empty() {
+            // Flags on a response passed through (URX, UO, DI): logs and
+            // metrics only, the client sees the app's response.
+            if let Some(p) = rq.log.as_mut() {
+                p.flags.set(flags);
+            }
+        }
+        if resp.extensions().get::<Generated>().is_none() {
+            let h = resp.headers_mut();
+            response_headers(&rule.headers, Some(target), h, &hctx);
+            if let (Some(c), Some(o)) = (&rule.cors, &cors_origin) {
+                c.add_response_headers(o, h);
+            }
+            if let Some(c) = set_cookie {
+                h.append(header::SET_COOKIE, c);
+            }
+        }
+        if let Some(c) = counters {
+            c.record(
+                resp.status().as_u16(),
+                flags_of(&resp) | flags,
+                rq.start.elapsed(),
+            );
+            rq.recorded = true;
+        }
+        resp
     }
-    resp
 }
 
 /// The attempt loop of one request to one cluster.
@@ -567,318 +573,332 @@ impl Attempts<'_> {
         }
     }
 
-    async fn run(
-        &self,
-        req: Request<UpstreamRequestBody>,
+    /// `req` is the request to send first (`None`: it is sent from `head`).
+    /// An `async` block, not an `async fn`, which would copy the request
+    /// into a local of its own first; `req` is the loop's own variable.
+    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+    fn run<'s>(
+        &'s self,
+        mut req: Option<Request<UpstreamRequestBody>>,
         mut on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        rq: &mut Rq,
-        flags: &mut ResponseFlags,
-        counters_out: &mut Option<Arc<RequestCounters>>,
-    ) -> Result<Response<ProxyBody>, LocalReply> {
-        let cluster = self.cluster;
-        let cc = &cluster.counters;
-        if let Some(p) = rq.log.as_mut() {
-            p.cluster = Some(cluster.name.clone());
-        }
-        cc.upstream_rq_total.inc();
-        // What the request holds on the cluster's breaker: the request, its
-        // connection, a retry. Given back when its response body ends.
-        let mut admission = cluster.breaker.try_request().map_err(|_| {
-            local_reply::overflow(&format!(
-                "cluster {}: {} requests already active (http2MaxRequests {})",
-                cluster.name,
-                cluster.breaker.snapshot().rq_active,
-                cluster.breaker.limits.max_requests
-            ))
-        })?;
-        let total_deadline = self
-            .timeouts
-            .total
-            .map(|t| tokio::time::Instant::from_std(rq.start) + t);
-        let mut req = Some(req);
-        let mut tried: Vec<usize> = Vec::new();
-        let mut retries_done = 0u32;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
+        rq: &'s mut Rq,
+        flags: &'s mut ResponseFlags,
+        counters_out: &'s mut Option<Arc<RequestCounters>>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, LocalReply>> + 's {
+        async move {
+            let cluster = self.cluster;
+            let cc = &cluster.counters;
             if let Some(p) = rq.log.as_mut() {
-                p.attempts = attempt;
+                p.cluster = Some(cluster.name.clone());
             }
-            // Retries only happen when the request can be sent again.
-            let Some(mut r) = req.take().or_else(|| self.head.as_ref().map(Head::request)) else {
-                return Err(local_reply::upstream_reset(
-                    false,
-                    "the request could not be sent again",
-                ));
-            };
-            r.headers_mut()
-                .insert(ATTEMPT_COUNT.clone(), attempt_count(attempt));
-            let tried_now: &[usize] = if self.other_host { &tried } else { &[] };
-            let (mi, slot, waited) = match cluster.choose(self.hash_key, tried_now, MonoTime::now())
-            {
-                Choice::Endpoint { member, ep } => {
-                    let backend = &cluster.members[member].backend;
-                    // Counted at the activator from arrival when it is in
-                    // the path (the autoscaler's proxy mode).
-                    let slot = if backend.in_proxy_mode() {
-                        backend.enter(rq.start).into_slot(ep, Instant::now())
-                    } else {
-                        Slot::new(ep, backend.clone())
-                    };
-                    (member, slot, false)
+            cc.upstream_rq_total.inc();
+            // What the request holds on the cluster's breaker: the request, its
+            // connection, a retry. Given back when its response body ends.
+            let mut admission = cluster.breaker.try_request().map_err(|_| {
+                local_reply::overflow(&format!(
+                    "cluster {}: {} requests already active (http2MaxRequests {})",
+                    cluster.name,
+                    cluster.breaker.snapshot().rq_active,
+                    cluster.breaker.limits.max_requests
+                ))
+            })?;
+            let total_deadline = self
+                .timeouts
+                .total
+                .map(|t| tokio::time::Instant::from_std(rq.start) + t);
+            let mut tried: Vec<usize> = Vec::new();
+            let mut retries_done = 0u32;
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                if let Some(p) = rq.log.as_mut() {
+                    p.attempts = attempt;
                 }
-                Choice::Queue { member } => {
-                    let backend = &cluster.members[member].backend;
-                    *counters_out = Some(cluster.members[member].counters.clone());
-                    let rev_deadline = tokio::time::Instant::from_std(rq.start) + backend.timeout();
-                    let deadline = earliest(total_deadline, rev_deadline);
-                    let entered = backend.enter(Instant::now());
-                    match backend.wait(deadline).await {
-                        Ok(ep) => (member, entered.into_slot(ep, Instant::now()), true),
-                        Err(Rejection::TimedOut { .. })
-                            if total_deadline.is_some_and(|t| t <= rev_deadline) =>
-                        {
-                            ClusterCounters::bump(&cc.upstream_rq_timeout);
-                            return Err(local_reply::upstream_timeout(&format!(
-                                "route timeout {:?} of {} expired while revision {} had no free instance",
-                                self.timeouts.total.unwrap_or_default(),
-                                self.rule_source,
-                                backend.revision
+                // Retries only happen when the request can be sent again.
+                let Some(mut r) = req.take().or_else(|| self.head.as_ref().map(Head::request))
+                else {
+                    return Err(local_reply::upstream_reset(
+                        false,
+                        "the request could not be sent again",
+                    ));
+                };
+                r.headers_mut()
+                    .insert(ATTEMPT_COUNT.clone(), attempt_count(attempt));
+                let tried_now: &[usize] = if self.other_host { &tried } else { &[] };
+                let (mi, slot, waited) = match cluster.choose(
+                    self.hash_key,
+                    tried_now,
+                    MonoTime::now(),
+                ) {
+                    Choice::Endpoint { member, ep } => {
+                        let backend = &cluster.members[member].backend;
+                        // Counted at the activator from arrival when it is in
+                        // the path (the autoscaler's proxy mode).
+                        let slot = if backend.in_proxy_mode() {
+                            backend.enter(rq.start).into_slot(ep, Instant::now())
+                        } else {
+                            Slot::new(ep, backend.clone())
+                        };
+                        (member, slot, false)
+                    }
+                    Choice::Queue { member } => {
+                        let backend = &cluster.members[member].backend;
+                        *counters_out = Some(cluster.members[member].counters.clone());
+                        let rev_deadline =
+                            tokio::time::Instant::from_std(rq.start) + backend.timeout();
+                        let deadline = earliest(total_deadline, rev_deadline);
+                        let entered = backend.enter(Instant::now());
+                        match backend.wait(deadline).await {
+                            Ok(ep) => (member, entered.into_slot(ep, Instant::now()), true),
+                            Err(Rejection::TimedOut { .. })
+                                if total_deadline.is_some_and(|t| t <= rev_deadline) =>
+                            {
+                                ClusterCounters::bump(&cc.upstream_rq_timeout);
+                                return Err(local_reply::upstream_timeout(&format!(
+                                    "route timeout {:?} of {} expired while revision {} had no free instance",
+                                    self.timeouts.total.unwrap_or_default(),
+                                    self.rule_source,
+                                    backend.revision
+                                )));
+                            }
+                            Err(why) => return Err(rejected(self.rule_source, backend, why)),
+                        }
+                    }
+                    Choice::NoHealthy => {
+                        ClusterCounters::bump(&cc.upstream_cx_none_healthy);
+                        return Err(local_reply::no_healthy_upstream(&format!(
+                            "cluster {} has no healthy instance (revisions: {}; ejected by outlier detection, leaving, or none selected)",
+                            cluster.name,
+                            cluster.revisions()
+                        )));
+                    }
+                };
+                let member = &cluster.members[mi];
+                let backend = &member.backend;
+                *counters_out = Some(member.counters.clone());
+                let ep = slot.endpoint().clone();
+                if let Some(denied) = authorize(
+                    backend,
+                    || RequestView::of_request(&r, self.conn.scheme, self.conn.port),
+                    self.conn,
+                ) {
+                    return Err(denied);
+                }
+                if let Some(p) = rq.log.as_mut() {
+                    p.upstream_host = Some(ep.addr);
+                }
+                let rev_deadline = tokio::time::Instant::from_std(rq.start) + backend.timeout();
+                let deadline = earliest(total_deadline, rev_deadline);
+                let try_deadline = match self.timeouts.per_try {
+                    Some(t) => (tokio::time::Instant::now() + t).min(deadline),
+                    None => deadline,
+                };
+                let whole = try_deadline == deadline;
+                let timed_out = |what: &str| {
+                    local_reply::upstream_timeout(&format!(
+                        "{} got no response within {what}",
+                        self.who(backend, &ep)
+                    ))
+                };
+                let route_timeout = || match self.timeouts.total {
+                    Some(t) if total_deadline.is_some_and(|d| d <= rev_deadline) => {
+                        format!("the route timeout {t:?}")
+                    }
+                    _ => format!(
+                        "the revision's timeoutSeconds {}s",
+                        backend.timeout().as_secs()
+                    ),
+                };
+                // HTTP/1.1: the request needs a connection of its own. Only
+                // waiting for one needs the timer.
+                if !ep.is_h2c() && !admission.try_add_connection() {
+                    match tokio::time::timeout_at(deadline, admission.wait_connection()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            let s = cluster.breaker.snapshot();
+                            return Err(local_reply::overflow(&format!(
+                                "cluster {}: {} connection(s) in use (maxConnections {}) and {} request(s) pending (http1MaxPendingRequests {})",
+                                cluster.name,
+                                s.cx_active,
+                                cluster.breaker.limits.max_connections,
+                                s.rq_pending_active,
+                                cluster.breaker.limits.max_pending_requests
                             )));
                         }
-                        Err(why) => return Err(rejected(self.rule_source, backend, why)),
-                    }
-                }
-                Choice::NoHealthy => {
-                    ClusterCounters::bump(&cc.upstream_cx_none_healthy);
-                    return Err(local_reply::no_healthy_upstream(&format!(
-                        "cluster {} has no healthy instance (revisions: {}; ejected by outlier detection, leaving, or none selected)",
-                        cluster.name,
-                        cluster.revisions()
-                    )));
-                }
-            };
-            let member = &cluster.members[mi];
-            let backend = &member.backend;
-            *counters_out = Some(member.counters.clone());
-            let ep = slot.endpoint().clone();
-            if let Some(denied) = authorize(
-                backend,
-                || RequestView::of_request(&r, self.conn.scheme, self.conn.port),
-                self.conn,
-            ) {
-                return Err(denied);
-            }
-            if let Some(p) = rq.log.as_mut() {
-                p.upstream_host = Some(ep.addr);
-            }
-            let rev_deadline = tokio::time::Instant::from_std(rq.start) + backend.timeout();
-            let deadline = earliest(total_deadline, rev_deadline);
-            let try_deadline = match self.timeouts.per_try {
-                Some(t) => (tokio::time::Instant::now() + t).min(deadline),
-                None => deadline,
-            };
-            let whole = try_deadline == deadline;
-            let timed_out = |what: &str| {
-                local_reply::upstream_timeout(&format!(
-                    "{} got no response within {what}",
-                    self.who(backend, &ep)
-                ))
-            };
-            let route_timeout = || match self.timeouts.total {
-                Some(t) if total_deadline.is_some_and(|d| d <= rev_deadline) => {
-                    format!("the route timeout {t:?}")
-                }
-                _ => format!(
-                    "the revision's timeoutSeconds {}s",
-                    backend.timeout().as_secs()
-                ),
-            };
-            // HTTP/1.1: the request needs a connection of its own. Only
-            // waiting for one needs the timer.
-            if !ep.is_h2c() && !admission.try_add_connection() {
-                match tokio::time::timeout_at(deadline, admission.wait_connection()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => {
-                        let s = cluster.breaker.snapshot();
-                        return Err(local_reply::overflow(&format!(
-                            "cluster {}: {} connection(s) in use (maxConnections {}) and {} request(s) pending (http1MaxPendingRequests {})",
-                            cluster.name,
-                            s.cx_active,
-                            cluster.breaker.limits.max_connections,
-                            s.rq_pending_active,
-                            cluster.breaker.limits.max_pending_requests
-                        )));
-                    }
-                    Err(_) => {
-                        ClusterCounters::bump(&cc.upstream_rq_timeout);
-                        return Err(timed_out(&route_timeout()));
-                    }
-                }
-            }
-            if let Some(down) = on_upgrade.take() {
-                let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, admission);
-                return match tokio::time::timeout_at(deadline, sent).await {
-                    Ok(Ok(resp)) => Ok(resp),
-                    Ok(Err(SendError::NotSent { reason, .. })) => {
-                        self.report(&ep, OutlierResult::ConnectFailed);
-                        Err(local_reply::connection_failure(false, &reason))
-                    }
-                    Ok(Err(SendError::Failed { reason, .. })) => {
-                        self.report(&ep, OutlierResult::Reset);
-                        Err(local_reply::upstream_reset(false, &reason))
-                    }
-                    Err(_) => Err(timed_out(&route_timeout())),
-                };
-            }
-            let sent_at = Instant::now();
-            // The revision's responseStartTimeoutSeconds, as its
-            // queue-proxy would enforce it.
-            let start_by =
-                tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
-            let send = std::pin::pin!(ep.send(r, slot, &cluster.opts, sent_at));
-            let outcome = match crate::deadline::timeout_at(try_deadline.min(start_by), send).await
-            {
-                Err(_) => {
-                    self.report(&ep, OutlierResult::Timeout);
-                    if start_by < try_deadline {
-                        ClusterCounters::bump(&cc.upstream_rq_timeout);
-                        return Err(local_reply::upstream_timeout(&format!(
-                            "{} did not start its response within {}s (its responseStartTimeoutSeconds)",
-                            self.who(backend, &ep),
-                            backend.response_start_timeout().as_secs()
-                        )));
-                    }
-                    if whole {
-                        ClusterCounters::bump(&cc.upstream_rq_timeout);
-                        return Err(timed_out(&route_timeout()));
-                    }
-                    ClusterCounters::bump(&cc.upstream_rq_per_try_timeout);
-                    Attempt::Timeout
-                }
-                Ok(Ok((resp, lease))) => {
-                    self.report(&ep, OutlierResult::Http(resp.status().as_u16()));
-                    if waited {
-                        backend.note_first_byte();
-                    }
-                    if let Some(p) = rq.log.as_mut() {
-                        p.upstream_service_time = Some(sent_at.elapsed());
-                    }
-                    Attempt::Response(resp, lease)
-                }
-                Ok(Err(SendError::NotSent {
-                    request,
-                    reason,
-                    kind,
-                })) => {
-                    if kind == NotSentKind::Connect {
-                        ClusterCounters::bump(&cc.upstream_cx_connect_fail);
-                        self.report(&ep, OutlierResult::ConnectFailed);
-                    }
-                    req = Some(*request);
-                    Attempt::NotSent(kind, reason)
-                }
-                Ok(Err(SendError::Failed { reason, .. })) => {
-                    ClusterCounters::bump(&cc.upstream_rq_rx_reset);
-                    self.report(&ep, OutlierResult::Reset);
-                    Attempt::Reset(reason)
-                }
-            };
-            let decision = {
-                let ao = match &outcome {
-                    Attempt::Response(resp, _) => AttemptOutcome::Response {
-                        status: resp.status(),
-                        headers: resp.headers(),
-                    },
-                    Attempt::NotSent(NotSentKind::Connect, _) => AttemptOutcome::ConnectFailure,
-                    Attempt::NotSent(NotSentKind::Closed, _) => AttemptOutcome::ResetBeforeRequest,
-                    Attempt::Reset(_) => AttemptOutcome::ResetAfterRequest,
-                    Attempt::Timeout => AttemptOutcome::PerTryTimeout,
-                };
-                self.retry.should_retry(&ao, &self.method, retries_done)
-            };
-            let can_resend = req.is_some() || self.head.is_some();
-            let mut exhausted = false;
-            match decision {
-                Ok(()) if can_resend => match admission.add_retry() {
-                    Ok(()) => {
-                        drop(outcome);
-                        admission.release_connection();
-                        retries_done += 1;
-                        ClusterCounters::bump(&cc.upstream_rq_retry);
-                        self.conn.gateway.stats().retry();
-                        if self.other_host {
-                            tried.push(Arc::as_ptr(&ep) as usize);
-                        }
-                        let pause = self.retry.backoff(retries_done);
-                        let until = tokio::time::Instant::now() + pause;
-                        if total_deadline.is_some_and(|d| d <= until) {
-                            if let Some(d) = total_deadline {
-                                tokio::time::sleep_until(d).await;
-                            }
+                        Err(_) => {
                             ClusterCounters::bump(&cc.upstream_rq_timeout);
                             return Err(timed_out(&route_timeout()));
                         }
-                        tokio::time::sleep_until(until).await;
-                        continue;
                     }
-                    Err(_) => flags.set(ResponseFlags::UPSTREAM_OVERFLOW),
-                },
-                Err(NoRetry::LimitReached) => {
-                    ClusterCounters::bump(&cc.upstream_rq_retry_limit_exceeded);
-                    flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
-                    exhausted = true;
                 }
-                _ => {}
-            }
-            let not_retried = match decision {
-                Err(NoRetry::NotIdempotent) => {
-                    "; it may have been processed and is not idempotent, so it was not retried"
+                if let Some(down) = on_upgrade.take() {
+                    let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, admission);
+                    return match tokio::time::timeout_at(deadline, sent).await {
+                        Ok(Ok(resp)) => Ok(resp),
+                        Ok(Err(SendError::NotSent { reason, .. })) => {
+                            self.report(&ep, OutlierResult::ConnectFailed);
+                            Err(local_reply::connection_failure(false, &reason))
+                        }
+                        Ok(Err(SendError::Failed { reason, .. })) => {
+                            self.report(&ep, OutlierResult::Reset);
+                            Err(local_reply::upstream_reset(false, &reason))
+                        }
+                        Err(_) => Err(timed_out(&route_timeout())),
+                    };
                 }
-                Ok(()) => {
-                    "; it could not be sent again (its body was streamed), so it was not retried"
-                }
-                _ => "",
-            };
-            let who = || self.who(backend, &ep);
-            return match outcome {
-                Attempt::Response(resp, mut lease) => {
-                    if retries_done > 0 && !resp.status().is_server_error() {
-                        ClusterCounters::bump(&cc.upstream_rq_retry_success);
+                let sent_at = Instant::now();
+                // The revision's responseStartTimeoutSeconds, as its
+                // queue-proxy would enforce it.
+                let start_by =
+                    tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
+                let send = std::pin::pin!(ep.send(r, slot, &cluster.opts, sent_at));
+                let outcome = match crate::deadline::timeout_at(try_deadline.min(start_by), send)
+                    .await
+                {
+                    Err(_) => {
+                        self.report(&ep, OutlierResult::Timeout);
+                        if start_by < try_deadline {
+                            ClusterCounters::bump(&cc.upstream_rq_timeout);
+                            return Err(local_reply::upstream_timeout(&format!(
+                                "{} did not start its response within {}s (its responseStartTimeoutSeconds)",
+                                self.who(backend, &ep),
+                                backend.response_start_timeout().as_secs()
+                            )));
+                        }
+                        if whole {
+                            ClusterCounters::bump(&cc.upstream_rq_timeout);
+                            return Err(timed_out(&route_timeout()));
+                        }
+                        ClusterCounters::bump(&cc.upstream_rq_per_try_timeout);
+                        Attempt::Timeout
                     }
-                    let (mut parts, body) = resp.into_parts();
-                    headers::strip_hop_by_hop(&mut parts.headers);
-                    lease.admission = Some(admission);
-                    // The route timeout and the revision's timeoutSeconds
-                    // cover the body too (as Envoy's and queue-proxy's do).
-                    lease.limits = Some(StreamLimits::new(deadline, backend.idle_timeout()));
-                    Ok(Response::from_parts(
-                        parts,
-                        ProxyBody::Upstream {
-                            body,
-                            lease: Some(lease),
+                    Ok(Ok((resp, lease))) => {
+                        self.report(&ep, OutlierResult::Http(resp.status().as_u16()));
+                        if waited {
+                            backend.note_first_byte();
+                        }
+                        if let Some(p) = rq.log.as_mut() {
+                            p.upstream_service_time = Some(sent_at.elapsed());
+                        }
+                        Attempt::Response(resp, lease)
+                    }
+                    Ok(Err(SendError::NotSent {
+                        request,
+                        reason,
+                        kind,
+                    })) => {
+                        if kind == NotSentKind::Connect {
+                            ClusterCounters::bump(&cc.upstream_cx_connect_fail);
+                            self.report(&ep, OutlierResult::ConnectFailed);
+                        }
+                        req = Some(*request);
+                        Attempt::NotSent(kind, reason)
+                    }
+                    Ok(Err(SendError::Failed { reason, .. })) => {
+                        ClusterCounters::bump(&cc.upstream_rq_rx_reset);
+                        self.report(&ep, OutlierResult::Reset);
+                        Attempt::Reset(reason)
+                    }
+                };
+                let decision = {
+                    let ao = match &outcome {
+                        Attempt::Response(resp, _) => AttemptOutcome::Response {
+                            status: resp.status(),
+                            headers: resp.headers(),
                         },
-                    ))
-                }
-                Attempt::Timeout => Err(timed_out("its perTryTimeout")),
-                Attempt::NotSent(NotSentKind::Connect, reason) => Err(
-                    local_reply::connection_failure(exhausted, &format!("{}: {reason}", who())),
-                ),
-                Attempt::NotSent(NotSentKind::Closed, reason) => {
-                    let mut r = local_reply::upstream_reset(false, &format!("{}: {reason}", who()));
-                    if exhausted {
-                        r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                        Attempt::NotSent(NotSentKind::Connect, _) => AttemptOutcome::ConnectFailure,
+                        Attempt::NotSent(NotSentKind::Closed, _) => {
+                            AttemptOutcome::ResetBeforeRequest
+                        }
+                        Attempt::Reset(_) => AttemptOutcome::ResetAfterRequest,
+                        Attempt::Timeout => AttemptOutcome::PerTryTimeout,
+                    };
+                    self.retry.should_retry(&ao, &self.method, retries_done)
+                };
+                let can_resend = req.is_some() || self.head.is_some();
+                let mut exhausted = false;
+                match decision {
+                    Ok(()) if can_resend => match admission.add_retry() {
+                        Ok(()) => {
+                            drop(outcome);
+                            admission.release_connection();
+                            retries_done += 1;
+                            ClusterCounters::bump(&cc.upstream_rq_retry);
+                            self.conn.gateway.stats().retry();
+                            if self.other_host {
+                                tried.push(Arc::as_ptr(&ep) as usize);
+                            }
+                            let pause = self.retry.backoff(retries_done);
+                            let until = tokio::time::Instant::now() + pause;
+                            if total_deadline.is_some_and(|d| d <= until) {
+                                if let Some(d) = total_deadline {
+                                    tokio::time::sleep_until(d).await;
+                                }
+                                ClusterCounters::bump(&cc.upstream_rq_timeout);
+                                return Err(timed_out(&route_timeout()));
+                            }
+                            tokio::time::sleep_until(until).await;
+                            continue;
+                        }
+                        Err(_) => flags.set(ResponseFlags::UPSTREAM_OVERFLOW),
+                    },
+                    Err(NoRetry::LimitReached) => {
+                        ClusterCounters::bump(&cc.upstream_rq_retry_limit_exceeded);
+                        flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                        exhausted = true;
                     }
-                    Err(r)
+                    _ => {}
                 }
-                Attempt::Reset(reason) => Err(local_reply::upstream_reset(
-                    false,
-                    &format!(
-                        "{}: the instance closed the connection before responding: {reason}{not_retried}",
-                        who()
+                let not_retried = match decision {
+                    Err(NoRetry::NotIdempotent) => {
+                        "; it may have been processed and is not idempotent, so it was not retried"
+                    }
+                    Ok(()) => {
+                        "; it could not be sent again (its body was streamed), so it was not retried"
+                    }
+                    _ => "",
+                };
+                let who = || self.who(backend, &ep);
+                return match outcome {
+                    Attempt::Response(resp, mut lease) => {
+                        if retries_done > 0 && !resp.status().is_server_error() {
+                            ClusterCounters::bump(&cc.upstream_rq_retry_success);
+                        }
+                        let (mut parts, body) = resp.into_parts();
+                        headers::strip_hop_by_hop(&mut parts.headers);
+                        lease.admission = Some(admission);
+                        // The route timeout and the revision's timeoutSeconds
+                        // cover the body too (as Envoy's and queue-proxy's do).
+                        lease.limits = Some(StreamLimits::new(deadline, backend.idle_timeout()));
+                        Ok(Response::from_parts(
+                            parts,
+                            ProxyBody::Upstream {
+                                body,
+                                lease: Some(lease),
+                            },
+                        ))
+                    }
+                    Attempt::Timeout => Err(timed_out("its perTryTimeout")),
+                    Attempt::NotSent(NotSentKind::Connect, reason) => Err(
+                        local_reply::connection_failure(exhausted, &format!("{}: {reason}", who())),
                     ),
-                )),
-            };
+                    Attempt::NotSent(NotSentKind::Closed, reason) => {
+                        let mut r =
+                            local_reply::upstream_reset(false, &format!("{}: {reason}", who()));
+                        if exhausted {
+                            r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                        }
+                        Err(r)
+                    }
+                    Attempt::Reset(reason) => Err(local_reply::upstream_reset(
+                        false,
+                        &format!(
+                            "{}: the instance closed the connection before responding: {reason}{not_retried}",
+                            who()
+                        ),
+                    )),
+                };
+            }
         }
     }
 }
