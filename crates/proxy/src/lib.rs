@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod proxy_protocol;
 pub mod queue_proxy;
 mod registry;
+mod replay;
 pub mod reply;
 pub mod request_metrics;
 mod server;

@@ -16,9 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -42,6 +41,7 @@ use crate::istio::rewrite::Redirect;
 use crate::istio::route::{Action, Mirror, RouteTarget, SHADOW_SUFFIX};
 use crate::istio::time::MonoTime;
 use crate::istio::{rand, retry};
+use crate::replay::Head;
 use crate::reply::{Generated, respond};
 use crate::request_metrics::RequestCounters;
 use crate::server::{ConnInfo, Rq};
@@ -68,28 +68,6 @@ static ROUTER_CONTROL_HEADERS: [HeaderName; 6] = [
 ];
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ATTEMPT_COUNT: HeaderName = HeaderName::from_static(ATTEMPT_COUNT_HEADER);
-
-/// A request head kept to send the request again.
-struct Head {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Option<Bytes>,
-}
-
-impl Head {
-    fn request(&self) -> Request<UpstreamRequestBody> {
-        let mut r = Request::new(match &self.body {
-            Some(b) => UpstreamRequestBody::Buffered(Some(b.clone())),
-            None => UpstreamRequestBody::Empty,
-        });
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.version_mut() = Version::HTTP_11;
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
-}
 
 /// How one attempt ended.
 // A response is the common outcome: boxing it would allocate per request.
@@ -449,12 +427,7 @@ pub(crate) fn forward<'a>(
             UpstreamRequestBody::Buffered(b) => Some(b.clone()),
             UpstreamRequestBody::Client(_) => None,
         }
-        .map(|body| Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            body,
-        });
+        .map(|body| Head::new(&parts.method, &parts.uri, &parts.headers, body));
         if let Some(h) = &head {
             for m in &mirrors {
                 if let Some(c) = m
@@ -648,7 +621,10 @@ impl Attempts<'_> {
                             tokio::time::Instant::from_std(rq.start) + backend.timeout();
                         let deadline = earliest(total_deadline, rev_deadline);
                         let entered = backend.enter(Instant::now());
-                        match backend.wait(deadline).await {
+                        // Boxed, as the other rare waits below: a request's
+                        // future is copied whole, so its size is paid on
+                        // every request.
+                        match Box::pin(backend.wait(deadline)).await {
                             Ok(ep) => (member, entered.into_slot(ep, Instant::now()), true),
                             Err(Rejection::TimedOut { .. })
                                 if total_deadline.is_some_and(|t| t <= rev_deadline) =>
@@ -712,7 +688,12 @@ impl Attempts<'_> {
                 // HTTP/1.1: the request needs a connection of its own. Only
                 // waiting for one needs the timer.
                 if !ep.is_h2c() && !admission.try_add_connection() {
-                    match tokio::time::timeout_at(deadline, admission.wait_connection()).await {
+                    match Box::pin(tokio::time::timeout_at(
+                        deadline,
+                        admission.wait_connection(),
+                    ))
+                    .await
+                    {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => {
                             let s = cluster.breaker.snapshot();
@@ -733,7 +714,7 @@ impl Attempts<'_> {
                 }
                 if let Some(down) = on_upgrade.take() {
                     let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, admission);
-                    return match tokio::time::timeout_at(deadline, sent).await {
+                    return match Box::pin(tokio::time::timeout_at(deadline, sent)).await {
                         Ok(Ok(resp)) => Ok(resp),
                         Ok(Err(SendError::NotSent { reason, .. })) => {
                             self.report(&ep, OutlierResult::ConnectFailed);
