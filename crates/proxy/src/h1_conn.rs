@@ -195,16 +195,17 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// An app that answers `Hello` to each request, up to `per_conn` on a
-    /// connection (then closes it a moment later); counts the connections
-    /// it accepted.
-    async fn app(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    /// connection (then closes it a moment later). Counts the connections
+    /// it accepted and those it closed.
+    async fn app(per_conn: usize) -> (SocketAddr, Arc<[AtomicUsize; 2]>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let a = accepted.clone();
+        let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let c = counts.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
+                c[0].fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     for _ in 0..per_conn {
@@ -221,10 +222,12 @@ mod tests {
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                    drop(s);
+                    c[1].fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        (addr, accepted)
+        (addr, counts)
     }
 
     async fn connect(addr: SocketAddr) -> Box<H1Conn> {
@@ -267,7 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn carries_one_request_after_another_without_a_task() {
-        let (addr, accepted) = app(usize::MAX).await;
+        let (addr, counts) = app(usize::MAX).await;
         let mut conn = connect(addr).await;
         let waker = Waker::noop().clone();
         for _ in 0..3 {
@@ -276,7 +279,7 @@ mod tests {
             assert_eq!(read_body(&mut conn, &waker, resp).await, b"Hello");
             assert!(conn.settle(), "idle after its response");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection");
+        assert_eq!(counts[0].load(Ordering::SeqCst), 1, "one connection");
     }
 
     #[tokio::test]
@@ -310,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_app_closed_in_the_pool_hands_the_request_back() {
-        let (addr, _) = app(1).await;
+        let (addr, counts) = app(1).await;
         let mut conn = connect(addr).await;
         let resp = conn.exchange(get()).await.unwrap();
         assert_eq!(
@@ -319,7 +322,10 @@ mod tests {
         );
         assert!(conn.settle());
         // The app closes it while nobody drives it.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        while counts[1].load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let mut e = conn.exchange(get()).await.unwrap_err();
         assert!(
             e.take_message().is_some(),
