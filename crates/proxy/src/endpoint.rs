@@ -24,6 +24,7 @@ use crate::istio::circuit_breaker::Guard;
 use crate::istio::outlier::HostOutlier;
 use crate::istio::policy::Keepalive;
 use crate::queue_proxy::RequestStats;
+use crate::replay::Head;
 use crate::worker::{self, ShardedCounter};
 
 /// Connections idle longer than this are not reused: they are closed before a
@@ -94,38 +95,19 @@ struct Idle {
     since: Instant,
 }
 
-/// The head of an idempotent, bodiless request, to send it again.
-struct Replay {
-    method: http::Method,
-    uri: http::Uri,
-    headers: http::HeaderMap,
-}
-
-impl Replay {
-    fn of(req: &Request<UpstreamRequestBody>) -> Option<Replay> {
-        let idempotent = matches!(
-            *req.method(),
-            http::Method::GET
-                | http::Method::HEAD
-                | http::Method::OPTIONS
-                | http::Method::TRACE
-                | http::Method::PUT
-                | http::Method::DELETE
-        );
-        (idempotent && http_body::Body::is_end_stream(req.body())).then(|| Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        })
-    }
-
-    fn request(self) -> Request<UpstreamRequestBody> {
-        let mut r = Request::new(UpstreamRequestBody::Empty);
-        *r.method_mut() = self.method;
-        *r.uri_mut() = self.uri;
-        *r.headers_mut() = self.headers;
-        r
-    }
+/// A copy of `req` to send again, if it is idempotent and has no body.
+fn replayable(req: &Request<UpstreamRequestBody>) -> Option<Head> {
+    let idempotent = matches!(
+        *req.method(),
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    );
+    (idempotent && http_body::Body::is_end_stream(req.body()))
+        .then(|| Head::new(req.method(), req.uri(), req.headers(), None))
 }
 
 /// Why nothing was written upstream.
@@ -459,10 +441,10 @@ impl Endpoint {
             }
             while let Some((mut conn, idle_for)) = self.check_out(opts.idle_timeout, now) {
                 // Only a connection that sat idle can have been closed by the app
-                // as we reuse it; a copy of the head to replay costs two
+                // as we reuse it; a copy of the head to replay costs
                 // allocations, so keep one only then.
                 let replay = (idle_for >= RACE_AFTER_IDLE)
-                    .then(|| Replay::of(&request))
+                    .then(|| replayable(&request))
                     .flatten()
                     .map(Box::new);
                 match conn.exchange(request).await {
@@ -489,7 +471,7 @@ impl Endpoint {
                 Ok(x) => x,
                 Err(why) => return Err(SendError::not_sent(request, why)),
             };
-            let mut conn = H1Conn::new(sender, driver, opts.idle_timeout);
+            let mut conn = H1Conn::new(sender, driver);
             match conn.exchange(request).await {
                 Ok(resp) => Ok((resp, lease(Some(conn)))),
                 Err(e) => Err(SendError::from_try_send(e, false)),

@@ -1,5 +1,7 @@
 //! A copy of a request's head, kept to send the request again: a retry
-//! after the app saw it (Istio's default policy retries a 503) or a mirror.
+//! after the app saw it (Istio's default policy retries a 503), a mirror,
+//! or a bodiless request written into a pooled connection the app was
+//! closing (`Endpoint::send`).
 //!
 //! It is made for every request such a policy covers, and read only when a
 //! retry happens. A clone of the `HeaderMap` costs two allocations and a
