@@ -136,17 +136,28 @@ impl ConnInfo {
 #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
 pub(crate) fn forward<'a>(
     route: &'a HostRoute,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: &'a ConnInfo,
     rq: &'a mut Rq,
 ) -> impl Future<Output = Response<ProxyBody>> + 'a {
     async move {
         let (backend, counters) = route.pick();
         let resp = 'done: {
-            let (mut req, mut upgrade) = match upstream_request(route, backend, req, conn) {
-                Ok(r) => r,
-                Err(denied) => break 'done respond(*denied),
-            };
+            let (hop_by_hop, mut upgrade) = upgrade_of(&mut req);
+            // Rewritten in place: passing the request by value in and out
+            // of a function copies it each way.
+            let (mut parts, body) = req.into_parts();
+            if let Some(denied) = upstream_head(
+                route,
+                backend,
+                &mut parts,
+                hop_by_hop,
+                upgrade.is_some(),
+                conn,
+            ) {
+                break 'done respond(*denied);
+            }
+            let mut req = Request::from_parts(parts, UpstreamRequestBody::Client(body));
             let start = rq.start;
             let deadline = tokio::time::Instant::from_std(start) + backend.timeout();
             // Counted at the activator from arrival when it is in the path, else
@@ -284,44 +295,35 @@ pub(crate) fn forward<'a>(
     }
 }
 
-/// The upstream request for `req` on `backend` (and the client's side of
-/// an upgrade, if it asks for one), or the reply denying it.
-fn upstream_request(
+/// Turn the head of a client request into the upstream request's head for
+/// `backend` (`upgrade`: the client asks for one), or the reply denying it.
+fn upstream_head(
     route: &HostRoute,
     backend: &Backend,
-    mut req: Request<Incoming>,
+    parts: &mut Parts,
+    hop_by_hop: bool,
+    upgrade: bool,
     conn: &ConnInfo,
-) -> Result<
-    (
-        Request<UpstreamRequestBody>,
-        Option<hyper::upgrade::OnUpgrade>,
-    ),
-    Box<LocalReply>,
-> {
-    let (hop_by_hop, upgrade) = upgrade_of(&mut req);
-    let (mut parts, body) = req.into_parts();
+) -> Option<Box<LocalReply>> {
     if let Some(denied) = authorize(
         backend,
-        || RequestView::new(&parts, conn.scheme, conn.port),
+        || RequestView::new(parts, conn.scheme, conn.port),
         conn,
     ) {
-        return Err(Box::new(denied));
+        return Some(Box::new(denied));
     }
     prepare(
-        &mut parts,
+        parts,
         &conn.client_ip,
         conn.scheme,
-        upgrade.is_some(),
+        upgrade,
         conn.listener.xff_trusted_hops > 0,
         hop_by_hop,
     );
     for (name, value) in route.set_headers() {
         parts.headers.insert(name.clone(), value.clone());
     }
-    Ok((
-        Request::from_parts(parts, UpstreamRequestBody::Client(body)),
-        upgrade,
-    ))
+    None
 }
 
 /// One attempt at a protocol upgrade (websockets): the client's side of

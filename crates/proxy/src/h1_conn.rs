@@ -20,8 +20,7 @@
 //! relays to nothing: neither the next request handed to it nor the app
 //! closing it wakes the task that used it last.
 
-use std::future::poll_fn;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -128,22 +127,9 @@ impl H1Conn {
         request: Request<UpstreamRequestBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<UpstreamRequestBody>>>> + '_
     {
-        let response = self.sender.try_send_request(request);
-        async move {
-            let mut response = pin!(response);
-            poll_fn(|cx| {
-                self.drive(cx);
-                if !self.is_driven() {
-                    // It ended, and has resolved the response.
-                    return response.as_mut().poll(cx);
-                }
-                // The response comes from the connection, just driven with
-                // `cx`: it needs no waker of its own.
-                response
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-            })
-            .await
+        Exchange {
+            response: self.sender.try_send_request(request),
+            conn: self,
         }
     }
 
@@ -181,11 +167,41 @@ impl H1Conn {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// [`H1Conn::exchange`]'s future: hyper's response future, polled
+    /// after each drive of the connection. Not an `async` block: that holds
+    /// hyper's future twice (as captured and pinned), and the request's
+    /// future, which is copied whole, would carry both.
+    struct Exchange<'a, F> {
+        conn: &'a mut H1Conn,
+        #[pin]
+        response: F,
+    }
+}
+
+impl<F: Future> Future for Exchange<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        this.conn.drive(cx);
+        if !this.conn.is_driven() {
+            // It ended, and has resolved the response.
+            return this.response.poll(cx);
+        }
+        // The response comes from the connection, just driven with `cx`:
+        // it needs no waker of its own.
+        this.response.poll(&mut Context::from_waker(Waker::noop()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::deadline::tests::Count;
+    use std::future::poll_fn;
     use std::net::SocketAddr;
+    use std::pin::pin;
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
