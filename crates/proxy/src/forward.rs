@@ -155,7 +155,7 @@ pub(crate) fn forward<'a>(
                 upgrade.is_some(),
                 conn,
             ) {
-                break 'done respond(*denied);
+                break 'done respond(denied);
             }
             let mut req = Request::from_parts(parts, UpstreamRequestBody::Client(body));
             let start = rq.start;
@@ -304,13 +304,13 @@ fn upstream_head(
     hop_by_hop: bool,
     upgrade: bool,
     conn: &ConnInfo,
-) -> Option<Box<LocalReply>> {
+) -> Option<LocalReply> {
     if let Some(denied) = authorize(
         backend,
         || RequestView::new(parts, conn.scheme, conn.port),
         conn,
     ) {
-        return Some(Box::new(denied));
+        return Some(denied);
     }
     prepare(
         parts,
