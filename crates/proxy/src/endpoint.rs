@@ -123,13 +123,9 @@ pub enum NotSentKind {
 /// Why a request did not get a response from this endpoint.
 #[derive(Debug)]
 pub enum SendError {
-    /// Nothing was written upstream: the request is handed back, retrying it
-    /// anywhere is safe.
-    NotSent {
-        request: Box<Request<UpstreamRequestBody>>,
-        reason: String,
-        kind: NotSentKind,
-    },
+    /// Nothing was written upstream: retrying the request anywhere is safe
+    /// ([`Endpoint::send`] hands it back).
+    NotSent { reason: String, kind: NotSentKind },
     /// The request was (possibly) written, then the exchange failed before a
     /// response head arrived. `reused`: it went out on a pooled connection
     /// (and was not replayable).
@@ -138,14 +134,15 @@ pub enum SendError {
 
 impl SendError {
     /// Nothing was written: `why` is the reason and its kind.
-    fn not_sent(
-        request: Request<UpstreamRequestBody>,
-        (reason, kind): (String, NotSentKind),
-    ) -> SendError {
-        SendError::NotSent {
-            request: Box::new(request),
-            reason,
-            kind,
+    fn not_sent((reason, kind): (String, NotSentKind)) -> SendError {
+        SendError::NotSent { reason, kind }
+    }
+
+    /// The request was lost on the gateway's side: its caller had none to send.
+    fn no_request() -> SendError {
+        SendError::Failed {
+            reason: "the gateway had no request to send".into(),
+            reused: false,
         }
     }
 
@@ -153,10 +150,12 @@ impl SendError {
     fn from_try_send(
         mut e: hyper::client::conn::TrySendError<Request<UpstreamRequestBody>>,
         reused: bool,
+        back: &mut Option<Request<UpstreamRequestBody>>,
     ) -> SendError {
         match e.take_message() {
             Some(request) => {
-                SendError::not_sent(request, (e.into_error().to_string(), NotSentKind::Closed))
+                *back = Some(request);
+                SendError::not_sent((e.into_error().to_string(), NotSentKind::Closed))
             }
             None => SendError::Failed {
                 reason: e.into_error().to_string(),
@@ -399,20 +398,22 @@ impl Endpoint {
         None
     }
 
-    /// Send `request` to this endpoint, on the slot the caller holds here.
-    /// On success the response comes with a lease to keep until its body
-    /// ends (it holds the slot).
+    /// Send the request in `request` to this endpoint, on the slot the
+    /// caller holds here. On success the response comes with a lease to keep
+    /// until its body ends (it holds the slot). When nothing was sent
+    /// ([`SendError::NotSent`]) the request is back in `request`, to retry.
     ///
     /// A pooled connection the app closed while it sat idle fails the request
     /// we write into it (the keep-alive race): when `request` is idempotent
     /// and has no body it is sent once more on a new connection.
     ///
-    /// An `async` block, not an `async fn`: that would copy the request
-    /// into a local of its own first (see [`crate::forward::forward`]).
+    /// The request stays in the caller's future until hyper takes it:
+    /// a request moved into this future would be copied once more, and kept
+    /// in both futures.
     #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
     pub(crate) fn send<'a>(
         &'a self,
-        mut request: Request<UpstreamRequestBody>,
+        request: &'a mut Option<Request<UpstreamRequestBody>>,
         slot: Slot,
         opts: &'a ConnOpts,
         now: Instant,
@@ -444,18 +445,21 @@ impl Endpoint {
                 // as we reuse it; a copy of the head to replay costs
                 // allocations, so keep one only then.
                 let replay = (idle_for >= RACE_AFTER_IDLE)
-                    .then(|| replayable(&request))
+                    .then(|| request.as_ref().and_then(replayable))
                     .flatten()
                     .map(Box::new);
-                match conn.exchange(request).await {
+                let Some(req) = request.take() else {
+                    return Err(SendError::no_request());
+                };
+                match conn.exchange(req).await {
                     Ok(resp) => return Ok((resp, lease(Some(conn)))),
                     Err(mut e) => match e.take_message() {
                         // The connection died before our request went out.
-                        Some(r) => request = r,
+                        Some(r) => *request = Some(r),
                         None => match replay {
                             Some(r) => {
                                 tracing::debug!(endpoint = %self.addr, "pooled connection closed under a request, replaying it: {}", e.into_error());
-                                request = r.request();
+                                *request = Some(r.request());
                             }
                             None => {
                                 return Err(SendError::Failed {
@@ -469,12 +473,15 @@ impl Endpoint {
             }
             let (sender, driver) = match Box::pin(self.open_h1(opts)).await {
                 Ok(x) => x,
-                Err(why) => return Err(SendError::not_sent(request, why)),
+                Err(why) => return Err(SendError::not_sent(why)),
+            };
+            let Some(req) = request.take() else {
+                return Err(SendError::no_request());
             };
             let mut conn = H1Conn::new(sender, driver);
-            match conn.exchange(request).await {
+            match conn.exchange(req).await {
                 Ok(resp) => Ok((resp, lease(Some(conn)))),
-                Err(e) => Err(SendError::from_try_send(e, false)),
+                Err(e) => Err(SendError::from_try_send(e, false, request)),
             }
         }
     }
@@ -491,22 +498,27 @@ impl Endpoint {
         self.requests.inc();
         let (mut sender, conn) = match self.open_h1(opts).await {
             Ok(x) => x,
-            Err(why) => return Err(SendError::not_sent(request, why)),
+            Err(why) => return Err(SendError::not_sent(why)),
         };
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
+        // Not retried: a request handed back is dropped.
         sender
             .try_send_request(request)
             .await
-            .map_err(|e| SendError::from_try_send(e, false))
+            .map_err(|e| SendError::from_try_send(e, false, &mut None))
     }
 
+    /// [`Self::send`] to an h2c instance; `back` as there.
     async fn send_h2(
         &self,
-        mut request: Request<UpstreamRequestBody>,
+        back: &mut Option<Request<UpstreamRequestBody>>,
         opts: &ConnOpts,
     ) -> Result<Response<Incoming>, SendError> {
+        let Some(mut request) = back.take() else {
+            return Err(SendError::no_request());
+        };
         // HTTP/2 carries scheme and authority in the request line.
         *request.version_mut() = http::Version::HTTP_2;
         let authority = request
@@ -531,7 +543,8 @@ impl Endpoint {
                 let io = match self.connect(opts).await {
                     Ok(io) => io,
                     Err(reason) => {
-                        return Err(SendError::not_sent(request, (reason, NotSentKind::Connect)));
+                        *back = Some(request);
+                        return Err(SendError::not_sent((reason, NotSentKind::Connect)));
                     }
                 };
                 let (sender, conn) = match http2::Builder::new(TokioExecutor::new())
@@ -541,7 +554,8 @@ impl Endpoint {
                     Ok(x) => x,
                     Err(e) => {
                         let reason = format!("h2c handshake with {}: {e}", self.addr);
-                        return Err(SendError::not_sent(request, (reason, NotSentKind::Closed)));
+                        *back = Some(request);
+                        return Err(SendError::not_sent((reason, NotSentKind::Closed)));
                     }
                 };
                 tokio::spawn(async move {
@@ -554,7 +568,7 @@ impl Endpoint {
         sender
             .try_send_request(request)
             .await
-            .map_err(|e| SendError::from_try_send(e, reused))
+            .map_err(|e| SendError::from_try_send(e, reused, back))
     }
 
     /// A new HTTP/1.1 connection; the caller drives it.

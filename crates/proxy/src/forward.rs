@@ -127,37 +127,74 @@ impl ConnInfo {
 
 /// Forward on `route`: pick a revision by weight, then an instance, and
 /// send within the revision's timeout (queue time included). Always yields
-/// a response.
+/// a response, counted and handed to the gateway's bookkeeping
+/// ([`crate::server::Gateway::complete`]): from the future, or right away
+/// (boxed, it is rare) when the request is denied.
 ///
-/// One future on purpose: each level of `.await` nesting copies the
-/// nested future whole, on every request. An `async` block rather than an
-/// `async fn`, whose arguments are each moved into a local first (one more
-/// copy of the request, kept in the future next to the first).
-#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
-pub(crate) fn forward<'a>(
-    route: &'a HostRoute,
+/// The head is rewritten (or the request denied) here, before any await,
+/// and the forward is one future of its own that owns what it uses: every
+/// level of `.await` nesting, and every argument kept next to a rewritten
+/// copy of it, is paid for in bytes copied on every request.
+pub(crate) fn forward(
+    route: Arc<HostRoute>,
     mut req: Request<Incoming>,
-    conn: &'a ConnInfo,
-    rq: &'a mut Rq,
-) -> impl Future<Output = Response<ProxyBody>> + 'a {
+    conn: Arc<ConnInfo>,
+    mut rq: Rq,
+    http1: bool,
+) -> Result<impl Future<Output = Response<ProxyBody>> + Send + 'static, Box<Response<ProxyBody>>> {
+    let target = route.pick();
+    let (backend, counters) = route.target(target);
+    let (hop_by_hop, upgrade) = upgrade_of(&mut req);
+    // Rewritten in place: passing the request by value in and out of a
+    // function copies it each way.
+    let (mut parts, body) = req.into_parts();
+    if let Some(denied) = upstream_head(
+        &route,
+        backend,
+        &mut parts,
+        hop_by_hop,
+        upgrade.is_some(),
+        &conn,
+    ) {
+        let mut resp = Box::new(respond(denied));
+        counters.record(resp.status().as_u16(), flags_of(&resp), rq.start.elapsed());
+        rq.recorded = true;
+        conn.gateway.complete(&mut resp, rq, http1);
+        return Err(resp);
+    }
+    let req = Request::from_parts(parts, UpstreamRequestBody::Client(body));
+    Ok(forwarding(
+        route,
+        target,
+        Some(req),
+        upgrade,
+        conn,
+        rq,
+        http1,
+    ))
+}
+
+/// The awaited part of [`forward`]: the request's head is the upstream's.
+/// `req` is always there to send: [`Endpoint::send`] takes it by
+/// reference, and puts it back when nothing was sent.
+///
+/// An `async` block rather than an `async fn`, whose arguments are each
+/// moved into a local first (one more copy of the request, kept in the
+/// future next to the first).
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+fn forwarding(
+    route: Arc<HostRoute>,
+    target: usize,
+    mut req: Option<Request<UpstreamRequestBody>>,
+    mut upgrade: Option<hyper::upgrade::OnUpgrade>,
+    conn: Arc<ConnInfo>,
+    mut rq: Rq,
+    http1: bool,
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
     async move {
-        let (backend, counters) = route.pick();
-        let resp = 'done: {
-            let (hop_by_hop, mut upgrade) = upgrade_of(&mut req);
-            // Rewritten in place: passing the request by value in and out
-            // of a function copies it each way.
-            let (mut parts, body) = req.into_parts();
-            if let Some(denied) = upstream_head(
-                route,
-                backend,
-                &mut parts,
-                hop_by_hop,
-                upgrade.is_some(),
-                conn,
-            ) {
-                break 'done respond(denied);
-            }
-            let mut req = Request::from_parts(parts, UpstreamRequestBody::Client(body));
+        let (backend, counters) = route.target(target);
+        let conn = &*conn;
+        let mut resp = 'done: {
             let start = rq.start;
             let deadline = tokio::time::Instant::from_std(start) + backend.timeout();
             // Counted at the activator from arrival when it is in the path, else
@@ -204,7 +241,9 @@ pub(crate) fn forward<'a>(
                     None => Slot::new_at(ep, backend.clone(), sent_at),
                 };
                 let ep = slot.endpoint().clone();
-                if let Some(down) = upgrade.take() {
+                if let Some(down) = upgrade.take()
+                    && let Some(req) = req.take()
+                {
                     break 'done Box::pin(forward_upgrade(backend, &ep, req, down, slot, deadline))
                         .await;
                 }
@@ -213,7 +252,7 @@ pub(crate) fn forward<'a>(
                 // whole request stays within timeoutSeconds.
                 let start_by =
                     tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
-                let send = std::pin::pin!(ep.send(req, slot, &ConnOpts::DEFAULT, sent_at));
+                let send = std::pin::pin!(ep.send(&mut req, slot, &ConnOpts::DEFAULT, sent_at));
                 // One match on the outcome: matching the timeout first and
                 // then the send's result copies that result once more.
                 match crate::deadline::timeout_at(start_by.min(deadline), send).await {
@@ -246,18 +285,13 @@ pub(crate) fn forward<'a>(
                             },
                         );
                     }
-                    Ok(Err(SendError::NotSent {
-                        request,
-                        reason,
-                        kind,
-                    })) => {
+                    Ok(Err(SendError::NotSent { reason, kind })) => {
                         if kind == NotSentKind::Connect {
                             ep.note_error();
                         }
                         tracing::debug!(endpoint = %addr, "not sent, retrying: {reason}");
                         last_error = reason;
                         last_kind = kind;
-                        req = *request;
                         // Counted at the activator again if it retries through it.
                         if backend.in_proxy_mode() {
                             entered = Some(backend.enter(Instant::now()));
@@ -291,6 +325,7 @@ pub(crate) fn forward<'a>(
         };
         counters.record(resp.status().as_u16(), flags_of(&resp), rq.start.elapsed());
         rq.recorded = true;
+        conn.gateway.complete(&mut resp, rq, http1);
         resp
     }
 }

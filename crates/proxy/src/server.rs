@@ -8,9 +8,12 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -186,57 +189,66 @@ impl Gateway {
 
     /// Route and forward one request.
     ///
-    /// Routing is synchronous and only the forward is awaited: a request's
-    /// future is copied whole at every level of `.await` nesting (and once
-    /// more into hyper's connection), so the common path keeps one level
-    /// between hyper and [`forward::forward`]. It takes the connection by
-    /// value so that hyper's service future is this one, not a block
-    /// around it. An `async` block rather than an `async fn`: an async fn
-    /// moves each argument into a local of its own first, which copies the
-    /// request once more and keeps both copies in the future.
-    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+    /// Routing is synchronous; what is awaited is the forward's own future,
+    /// returned as hyper's service future with nothing around it. A
+    /// request's future is copied whole at each level of `.await` nesting
+    /// (and once more into hyper's connection), and an `async` block here
+    /// would also keep the client request it was given next to the forward's
+    /// rewritten copy.
     fn handle(
         conn: Arc<ConnInfo>,
         req: Request<Incoming>,
-    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
-        async move {
-            let conn = &*conn;
-            let this = &*conn.gateway;
-            this.stats.request();
-            let http1 = req.version() < Version::HTTP_2;
-            if !http1 && !conn.h2.load(Ordering::Relaxed) {
-                conn.h2.store(true, Ordering::Relaxed);
-            }
-            let mut rq = Rq {
-                start: Instant::now(),
-                log: None,
-                recorded: false,
-            };
-            if let Some(log) = this.access_log.get() {
-                rq.log = Some(Pending::capture(
-                    log,
-                    &req,
-                    rq.start,
-                    conn.local,
-                    conn.remote(req.headers()),
-                    conn.tls.as_ref().and_then(|t| t.sni.as_deref()),
-                ));
-            }
-            // Routed by reference: the request is moved once, into the forward.
-            let mut resp = match this.route(&req, conn) {
-                Routed::Reply(resp) => *resp,
-                Routed::Plain(route) => forward::forward(&route, req, conn, &mut rq).await,
-                // Boxed: the policy path's future is several times the size of
-                // the plain path's; inline, every request would pay its copies.
-                Routed::Mesh(table, vh) => {
-                    Box::pin(vs_forward::forward(table, &vh, req, conn, &mut rq)).await
-                }
-            };
-            // By reference: each by-value pass copies the response.
-            this.drained(&mut resp, http1);
-            this.finish(&mut resp, rq);
-            Ok(resp)
+    ) -> Handling<impl Future<Output = Response<ProxyBody>> + Send + 'static> {
+        let this = &*conn.gateway;
+        this.stats.request();
+        let http1 = req.version() < Version::HTTP_2;
+        if !http1 && !conn.h2.load(Ordering::Relaxed) {
+            conn.h2.store(true, Ordering::Relaxed);
         }
+        let mut rq = Rq {
+            start: Instant::now(),
+            log: None,
+            recorded: false,
+        };
+        if let Some(log) = this.access_log.get() {
+            rq.log = Some(Pending::capture(
+                log,
+                &req,
+                rq.start,
+                conn.local,
+                conn.remote(req.headers()),
+                conn.tls.as_ref().and_then(|t| t.sni.as_deref()),
+            ));
+        }
+        // Routed by reference: the request is moved once, into the forward.
+        match this.route(&req, &conn) {
+            Routed::Plain(route) => match forward::forward(route, req, conn, rq, http1) {
+                Ok(forward) => Handling::Plain { forward },
+                Err(resp) => Handling::Done { resp: Some(resp) },
+            },
+            Routed::Reply(mut resp) => {
+                this.complete(&mut resp, rq, http1);
+                Handling::Done { resp: Some(resp) }
+            }
+            // Boxed: the policy path's future is several times the size of
+            // the plain path's; inline, every request would pay its copies.
+            Routed::Mesh(table, vh) => Handling::Mesh {
+                forward: Box::pin(async move {
+                    let mut rq = rq;
+                    let mut resp = vs_forward::forward(table, &vh, req, &conn, &mut rq).await;
+                    conn.gateway.complete(&mut resp, rq, http1);
+                    resp
+                }),
+            },
+        }
+    }
+
+    /// The gateway's part of every response, whoever made it: the drain's
+    /// `Connection: close`, the counters, and the access log record.
+    /// By reference: each by-value pass copies the response.
+    pub(crate) fn complete(&self, resp: &mut Response<ProxyBody>, rq: Rq, http1: bool) {
+        self.drained(resp, http1);
+        self.finish(resp, rq);
     }
 
     /// While draining, an HTTP/1.1 response closes its connection, so the
@@ -401,6 +413,32 @@ enum Routed {
     Plain(Arc<HostRoute>),
     /// A VirtualService bound to the host on this listener.
     Mesh(Arc<RoutingTable>, Arc<VirtualHost>),
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future, as hyper holds it: the plain forward inline
+    /// (`F`), the policy path boxed, or a reply the gateway made itself.
+    #[project = HandlingProj]
+    pub(crate) enum Handling<F> {
+        Plain { #[pin] forward: F },
+        Mesh { forward: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> },
+        Done { resp: Option<Box<Response<ProxyBody>>> },
+    }
+}
+
+impl<F: Future<Output = Response<ProxyBody>>> Future for Handling<F> {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            HandlingProj::Plain { forward } => forward.poll(cx).map(Ok),
+            HandlingProj::Mesh { forward } => forward.as_mut().poll(cx).map(Ok),
+            HandlingProj::Done { resp } => match resp.take() {
+                Some(resp) => Poll::Ready(Ok(*resp)),
+                None => panic!("a request's future polled after it completed"),
+            },
+        }
+    }
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute form), else Host.

@@ -124,10 +124,16 @@ impl HostRoute {
         &self.set_headers
     }
 
-    /// The next request's target: its backend and its metrics.
+    /// The next request's target, by weight: an index for [`Self::target`]
+    /// (which a future that owns the route can keep).
     #[inline]
-    pub fn pick(&self) -> (&Arc<Backend>, &RequestCounters) {
-        let i = self.split.pick();
+    pub fn pick(&self) -> usize {
+        self.split.pick()
+    }
+
+    /// Target `i` (from [`Self::pick`]): its backend and its metrics.
+    #[inline]
+    pub fn target(&self, i: usize) -> (&Arc<Backend>, &RequestCounters) {
         (&self.targets[i], &self.counters[i])
     }
 

@@ -189,7 +189,9 @@ fn mirror(cluster: Arc<Cluster>, head: &Head) {
             }
         };
         let sent = tokio::time::timeout(MIRROR_TIMEOUT, async {
-            if let Ok((resp, lease)) = ep.send(req, slot, &cluster.opts, Instant::now()).await {
+            let mut req = Some(req);
+            if let Ok((resp, lease)) = ep.send(&mut req, slot, &cluster.opts, Instant::now()).await
+            {
                 // The body drives the connection and ends the lease.
                 let body = ProxyBody::Upstream {
                     body: resp.into_body(),
@@ -219,7 +221,7 @@ fn response_headers(
 /// Forward `req` by the rules of `vh` (a virtual host of `table`).
 ///
 /// An `async` block, not an `async fn`, which would copy the request into a
-/// local of its own first (see [`crate::forward::forward`]).
+/// local of its own first (see [`crate::forward::forwarding`]).
 #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
 pub(crate) fn forward<'a>(
     table: Arc<RoutingTable>,
@@ -732,53 +734,51 @@ impl Attempts<'_> {
                 // queue-proxy would enforce it.
                 let start_by =
                     tokio::time::Instant::from_std(sent_at) + backend.response_start_timeout();
-                let send = std::pin::pin!(ep.send(r, slot, &cluster.opts, sent_at));
-                let outcome = match crate::deadline::timeout_at(try_deadline.min(start_by), send)
-                    .await
-                {
-                    Err(_) => {
-                        self.report(&ep, OutlierResult::Timeout);
-                        if start_by < try_deadline {
-                            ClusterCounters::bump(&cc.upstream_rq_timeout);
-                            return Err(local_reply::upstream_timeout(&format!(
-                                "{} did not start its response within {}s (its responseStartTimeoutSeconds)",
-                                self.who(backend, &ep),
-                                backend.response_start_timeout().as_secs()
-                            )));
+                // Handed back into `req` if it is not sent.
+                req = Some(r);
+                // Scoped: the send borrows `req` until it is dropped.
+                let outcome = {
+                    let send = std::pin::pin!(ep.send(&mut req, slot, &cluster.opts, sent_at));
+                    match crate::deadline::timeout_at(try_deadline.min(start_by), send).await {
+                        Err(_) => {
+                            self.report(&ep, OutlierResult::Timeout);
+                            if start_by < try_deadline {
+                                ClusterCounters::bump(&cc.upstream_rq_timeout);
+                                return Err(local_reply::upstream_timeout(&format!(
+                                    "{} did not start its response within {}s (its responseStartTimeoutSeconds)",
+                                    self.who(backend, &ep),
+                                    backend.response_start_timeout().as_secs()
+                                )));
+                            }
+                            if whole {
+                                ClusterCounters::bump(&cc.upstream_rq_timeout);
+                                return Err(timed_out(&route_timeout()));
+                            }
+                            ClusterCounters::bump(&cc.upstream_rq_per_try_timeout);
+                            Attempt::Timeout
                         }
-                        if whole {
-                            ClusterCounters::bump(&cc.upstream_rq_timeout);
-                            return Err(timed_out(&route_timeout()));
+                        Ok(Ok((resp, lease))) => {
+                            self.report(&ep, OutlierResult::Http(resp.status().as_u16()));
+                            if waited {
+                                backend.note_first_byte();
+                            }
+                            if let Some(p) = rq.log.as_mut() {
+                                p.upstream_service_time = Some(sent_at.elapsed());
+                            }
+                            Attempt::Response(resp, lease)
                         }
-                        ClusterCounters::bump(&cc.upstream_rq_per_try_timeout);
-                        Attempt::Timeout
-                    }
-                    Ok(Ok((resp, lease))) => {
-                        self.report(&ep, OutlierResult::Http(resp.status().as_u16()));
-                        if waited {
-                            backend.note_first_byte();
+                        Ok(Err(SendError::NotSent { reason, kind })) => {
+                            if kind == NotSentKind::Connect {
+                                ClusterCounters::bump(&cc.upstream_cx_connect_fail);
+                                self.report(&ep, OutlierResult::ConnectFailed);
+                            }
+                            Attempt::NotSent(kind, reason)
                         }
-                        if let Some(p) = rq.log.as_mut() {
-                            p.upstream_service_time = Some(sent_at.elapsed());
+                        Ok(Err(SendError::Failed { reason, .. })) => {
+                            ClusterCounters::bump(&cc.upstream_rq_rx_reset);
+                            self.report(&ep, OutlierResult::Reset);
+                            Attempt::Reset(reason)
                         }
-                        Attempt::Response(resp, lease)
-                    }
-                    Ok(Err(SendError::NotSent {
-                        request,
-                        reason,
-                        kind,
-                    })) => {
-                        if kind == NotSentKind::Connect {
-                            ClusterCounters::bump(&cc.upstream_cx_connect_fail);
-                            self.report(&ep, OutlierResult::ConnectFailed);
-                        }
-                        req = Some(*request);
-                        Attempt::NotSent(kind, reason)
-                    }
-                    Ok(Err(SendError::Failed { reason, .. })) => {
-                        ClusterCounters::bump(&cc.upstream_rq_rx_reset);
-                        self.report(&ep, OutlierResult::Reset);
-                        Attempt::Reset(reason)
                     }
                 };
                 let decision = {
