@@ -480,7 +480,12 @@ impl ListenerManager {
                     let closing = stop_rx.clone();
                     connections.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
-                        if let Some(conn) = prepare(tcp, peer, info, tls, closing).await {
+                        // Boxed: the TLS handshake's future is 3 KB, and this
+                        // task lives as long as its connection. Boxed, it is
+                        // freed once the connection is ready, and the task
+                        // that each request wakes stays small.
+                        let prepared = Box::pin(prepare(tcp, peer, info, tls, closing)).await;
+                        if let Some(conn) = prepared {
                             handler.serve(conn).await;
                         }
                         connections.fetch_sub(1, Ordering::Relaxed);
