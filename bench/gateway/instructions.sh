@@ -52,7 +52,7 @@ source "$HERE/lib.sh"
 # count NAME PID URL [BODY] [ONLY]: Ir per request of the callgrind-run
 # process PID while wrk sends DURATION of requests (4 connections) to URL,
 # after a warm-up; URL answers BODY ("Hello World!" by default). ONLY, a
-# function name: count only the threads that ran it (Skiff's gateway
+# function name (a substring of it): count only the threads that ran it (Skiff's gateway
 # workers, without the controller's and autoscaler's periodic work, which
 # does not grow with requests but would be divided by the few that valgrind
 # lets through).
@@ -128,7 +128,7 @@ for ((i = 0; i < 100; i++)); do
 done
 skiff_apply "$HERE/hello-ksvc.yaml" || die "skiff apply failed (see $LOGS/skiff-cli.log)"
 skiff_wait_ready hello || die "hello did not become ready under Skiff"
-count skiff "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/" "Hello World!" Gateway::handle
+count skiff "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/" "Hello World!" skiff_proxy::server::HttpHandler
 # The policy path of bench/gateway/policy.sh (issue 5): a VirtualService
 # (header match, 90/10 weighted subsets) and a DestinationRule (connection
 # pool, outlier detection) in front of service ab.
@@ -136,7 +136,7 @@ skiff_apply "$HERE/ab-ksvc-v1.yaml" || die "skiff apply failed (see $LOGS/skiff-
 skiff_wait_ready ab ab-00001 || die "ab did not become ready under Skiff"
 skiff_apply "$HERE/ab-policy.yaml" || die "skiff apply failed (see $LOGS/skiff-cli.log)"
 skiff_wait_ready ab ab-00002 || die "ab-00002 did not become ready under Skiff"
-HOST_HEADER=ab.example.com count skiff-policy "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/" "Hello v1!" Gateway::handle
+HOST_HEADER=ab.example.com count skiff-policy "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/" "Hello v1!" skiff_proxy::server::HttpHandler
 stop_pid "$SKIFF_PID"
 
 # The bare hyper proxy (bench/hyper-proxy) under callgrind, one thread as
