@@ -23,6 +23,7 @@ use crate::h1_conn::H1Conn;
 use crate::istio::circuit_breaker::Guard;
 use crate::istio::outlier::HostOutlier;
 use crate::istio::policy::Keepalive;
+use crate::outline::outlined;
 use crate::queue_proxy::RequestStats;
 use crate::replay::Head;
 use crate::worker::{self, ShardedCounter};
@@ -433,11 +434,12 @@ impl Endpoint {
                 extras: None,
                 limits: None,
             };
-            // The rare paths are boxed (h2c instances, a new connection): a
-            // request's future is copied whole, so its size is paid on every
-            // request.
+            // The rare paths are outlined (h2c instances, a new connection):
+            // a request's future is copied whole, so its size is paid on
+            // every request, and so is their stack frame if their poll is
+            // inlined into this one (see crate::outline).
             if self.h2c {
-                let resp = Box::pin(self.send_h2(request, opts)).await?;
+                let resp = outlined(self.send_h2(request, opts)).await?;
                 return Ok((resp, lease(None)));
             }
             while let Some((mut conn, idle_for)) = self.check_out(opts.idle_timeout, now) {
@@ -471,7 +473,7 @@ impl Endpoint {
                     },
                 }
             }
-            let (sender, driver) = match Box::pin(self.open_h1(opts)).await {
+            let (sender, driver) = match outlined(self.open_h1(opts)).await {
                 Ok(x) => x,
                 Err(why) => return Err(SendError::not_sent(why)),
             };

@@ -18,6 +18,7 @@ use crate::istio::authz::{AuthzRequest, Decision};
 use crate::istio::flags::ResponseFlags;
 use crate::istio::local_reply::{self, LocalReply};
 use crate::istio::request::RequestView;
+use crate::outline::outlined;
 use crate::reply::{Generated, respond, retry_after};
 use crate::server::{ConnInfo, Rq};
 use crate::table::HostRoute;
@@ -216,9 +217,9 @@ fn forwarding(
                         if entered.is_none() {
                             entered = Some(backend.enter(Instant::now()));
                         }
-                        // Boxed: rare, and kept out of the common request's
-                        // future.
-                        match Box::pin(backend.wait(deadline)).await {
+                        // Outlined: rare, and kept out of the common
+                        // request's future and its poll (crate::outline).
+                        match outlined(backend.wait(deadline)).await {
                             Ok(ep) => (ep, true),
                             Err(why) => break 'done respond(rejected(&route.name, backend, why)),
                         }
@@ -244,7 +245,7 @@ fn forwarding(
                 if let Some(down) = upgrade.take()
                     && let Some(req) = req.take()
                 {
-                    break 'done Box::pin(forward_upgrade(backend, &ep, req, down, slot, deadline))
+                    break 'done outlined(forward_upgrade(backend, &ep, req, down, slot, deadline))
                         .await;
                 }
                 // The app must start its response within

@@ -22,6 +22,7 @@ pub mod introspect;
 pub mod istio;
 pub mod listeners;
 pub mod metrics;
+mod outline;
 pub mod proxy_protocol;
 pub mod queue_proxy;
 mod registry;

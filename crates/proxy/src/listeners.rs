@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::istio::binding::BoundServer;
+use crate::outline::outlined;
 use crate::proxy_protocol::{self, ProxyHeader};
 use crate::server::ListenerScope;
 use crate::tls::{TlsAcceptor, TlsInfo, TlsListenerConfig};
@@ -480,11 +481,12 @@ impl ListenerManager {
                     let closing = stop_rx.clone();
                     connections.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
-                        // Boxed: the TLS handshake's future is 3 KB, and this
-                        // task lives as long as its connection. Boxed, it is
-                        // freed once the connection is ready, and the task
-                        // that each request wakes stays small.
-                        let prepared = Box::pin(prepare(tcp, peer, info, tls, closing)).await;
+                        // Outlined: the TLS handshake's future is 3 KB, and
+                        // this task lives as long as its connection. Boxed,
+                        // it is freed once the connection is ready; behind a
+                        // vtable, the poll that each request runs does not
+                        // carry the handshake's stack frame (crate::outline).
+                        let prepared = outlined(prepare(tcp, peer, info, tls, closing)).await;
                         if let Some(conn) = prepared {
                             handler.serve(conn).await;
                         }

@@ -41,6 +41,7 @@ use crate::istio::rewrite::Redirect;
 use crate::istio::route::{Action, Mirror, RouteTarget, SHADOW_SUFFIX};
 use crate::istio::time::MonoTime;
 use crate::istio::{rand, retry};
+use crate::outline::outlined;
 use crate::replay::Head;
 use crate::reply::{Generated, respond};
 use crate::request_metrics::RequestCounters;
@@ -626,7 +627,7 @@ impl Attempts<'_> {
                         // Boxed, as the other rare waits below: a request's
                         // future is copied whole, so its size is paid on
                         // every request.
-                        match Box::pin(backend.wait(deadline)).await {
+                        match outlined(backend.wait(deadline)).await {
                             Ok(ep) => (member, entered.into_slot(ep, Instant::now()), true),
                             Err(Rejection::TimedOut { .. })
                                 if total_deadline.is_some_and(|t| t <= rev_deadline) =>
@@ -690,7 +691,7 @@ impl Attempts<'_> {
                 // HTTP/1.1: the request needs a connection of its own. Only
                 // waiting for one needs the timer.
                 if !ep.is_h2c() && !admission.try_add_connection() {
-                    match Box::pin(tokio::time::timeout_at(
+                    match outlined(tokio::time::timeout_at(
                         deadline,
                         admission.wait_connection(),
                     ))
@@ -716,7 +717,7 @@ impl Attempts<'_> {
                 }
                 if let Some(down) = on_upgrade.take() {
                     let sent = upgrade::forward(&ep, r, down, slot, &cluster.opts, admission);
-                    return match Box::pin(tokio::time::timeout_at(deadline, sent)).await {
+                    return match outlined(tokio::time::timeout_at(deadline, sent)).await {
                         Ok(Ok(resp)) => Ok(resp),
                         Ok(Err(SendError::NotSent { reason, .. })) => {
                             self.report(&ep, OutlierResult::ConnectFailed);
