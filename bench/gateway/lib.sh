@@ -189,6 +189,22 @@ cpu_ticks() {
     echo "$t"
 }
 
+# host_ticks: "STEAL TOTAL", the whole machine's CPU time (every CPU) and the
+# part of it the hypervisor gave to other guests (/proc/stat's steal; 0 on
+# bare metal), in clock ticks.
+host_ticks() {
+    awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat
+}
+
+# steal_percent "STEAL TOTAL" "STEAL TOTAL": the stolen share of the CPU time
+# between two host_ticks readings, in percent.
+steal_percent() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        printf "%.1f", (y[2] > x[2] ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0)
+    }'
+}
+
 # cpu_per_request TICKS WRK_OUTPUT: µs of CPU per request of that wrk run.
 cpu_per_request() {
     awk -v t="$1" -v hz="$CLK_TCK" -v n="$(wrk_requests "$2")" \

@@ -18,6 +18,9 @@
 #   ENVOY_BIN  use this envoy binary instead of the one installed in bench/.venv-envoy
 #   OUT_DIR    where to save raw wrk output and the summary
 #              (default bench/out/<timestamp>)
+#   STEAL_MAX  percent of the machine's CPU time the hypervisor may give to
+#              other guests during the runs before the verdicts are marked
+#              unreliable (default 5)
 #
 # See bench/README.md for how to read the output.
 # shellcheck disable=SC2317 # functions run from traps and "run_$target"
@@ -28,6 +31,7 @@ BENCH=$(dirname "$HERE")
 ROOT=$(dirname "$BENCH")
 
 QUICK=${QUICK:-0}
+STEAL_MAX=${STEAL_MAX:-5}
 if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-1s}
     RUNS=${RUNS:-1}
@@ -55,6 +59,7 @@ unset TARGET HELLO_THREADS HOST PORT SKIFF_SERVER SKIFF_DATA_DIR
 source "$HERE/lib.sh"
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, not '$RUNS'"
+[[ $STEAL_MAX =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "STEAL_MAX must be a number of percent, not '$STEAL_MAX'"
 [[ $DURATION =~ ^[1-9][0-9]*(s|m|h)?$ ]] || die "DURATION must look like 5s, 1m (wrk's -d), not '$DURATION'"
 [[ $ENVOY == 0 || $ENVOY == 1 ]] || die "ENVOY must be 0 or 1"
 
@@ -203,6 +208,7 @@ paired_ratios() {
 
 summary() {
     awk -F'\t' -v runs="$RUNS" -v dur="$DURATION" -v paired="$(paired_ratios skiff nginx)" \
+        -v steal="$STEAL" -v steal_max="$STEAL_MAX" \
         -v paired_sh="$(paired_ratios skiff hyper)" -v paired_hn="$(paired_ratios hyper nginx)" '
         function f0(x) { return sprintf("%.0f", x) }
         {
@@ -231,8 +237,14 @@ summary() {
             print "(each round runs every target once, in an order that rotates from round to round)"
             print "CPU: user + system time of the target'"'"'s processes per request in the rps runs, median"
             print "(direct: the app; skiff: the skiff serve process, not its instances; nginx: master and workers)"
+            printf "host: %s %% of the CPU time went to other guests during the runs (steal)\n", steal
             print ""
             print "Targets:"
+            # On a VM the hypervisor may run other guests on our CPUs; every
+            # target then loses time at random, and one round can read 3x
+            # another. The verdicts stand, but do not mean much.
+            if (steal + 0 > steal_max + 0)
+                printf "  (unreliable: the hypervisor took %s %% of this machine'"'"'s CPU time during the runs,\n   more than %s %%; rerun when the host is quieter)\n", steal, steal_max
             if (ok["skiff"] && ok["nginx"]) {
                 v = (M["skiff"] >= M["nginx"]) ? "PASS" : "MISS"
                 printf "  %-34s %s  (skiff %.0f vs nginx %.0f req/s = %.2fx; per round: %s)\n", \
@@ -326,7 +338,9 @@ for target in skiff hyper nginx haproxy envoy; do
 done
 
 failed=0
+host_before=$(host_ticks)
 measure "${targets[@]}" || failed=1
+STEAL=$(steal_percent "$host_before" "$(host_ticks)")
 for row in ${not_started[@]+"${not_started[@]}"}; do
     IFS=$'\t' read -r target status reason <<<"$row"
     record "$target" "$status" "$reason"
