@@ -15,6 +15,9 @@
 #   SKIFF_BIN  use this skiff binary instead of `cargo build --release -p skiff`
 #   OUT_DIR    where to save raw wrk output and the summary
 #              (default bench/out/policy-<timestamp>)
+#   STEAL_MAX  percent of steal (CPU time the hypervisor gave to other
+#              guests) above which the verdicts are marked unreliable
+#              (default 5; see run.sh)
 #
 # See bench/README.md for how to read the output.
 # shellcheck disable=SC2317 # functions run from traps
@@ -25,6 +28,7 @@ BENCH=$(dirname "$HERE")
 ROOT=$(dirname "$BENCH")
 
 QUICK=${QUICK:-0}
+STEAL_MAX=${STEAL_MAX:-5}
 if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-1s}
     RUNS=${RUNS:-1}
@@ -55,6 +59,7 @@ unset TARGET HELLO_THREADS HOST PORT SKIFF_SERVER SKIFF_DATA_DIR
 source "$HERE/lib.sh"
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, not '$RUNS'"
+[[ $STEAL_MAX =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "STEAL_MAX must be a number of percent, not '$STEAL_MAX'"
 [[ $DURATION =~ ^[1-9][0-9]*(s|m|h)?$ ]] || die "DURATION must look like 5s, 1m (wrk's -d), not '$DURATION'"
 
 # ---------------------------------------------------------------------------
@@ -353,6 +358,11 @@ run_haproxy() {
 # Summary
 
 summary() {
+    echo "host: $STEAL % of the CPU time went to other guests during the runs (steal)"
+    if awk -v s="$STEAL" -v m="$STEAL_MAX" 'BEGIN { exit !(s + 0 > m + 0) }'; then
+        echo "(unreliable: more than $STEAL_MAX %; rerun when the host is quieter)"
+    fi
+    echo
     awk -F'\t' -v runs="$RUNS" -v dur="$DURATION" -v want="$TARGET_RATIO" \
         -v rounds="$ROUNDS" -v splits="$SPLITS" '
         function f0(x) { return sprintf("%.0f", x) }
@@ -487,6 +497,7 @@ start_hello V2_PORT V2_PID v2 || die "$FAIL_REASON"
 log "direct: hello apps v1 on 127.0.0.1:$V1_PORT (pid $V1_PID), v2 on 127.0.0.1:$V2_PORT (pid $V2_PID)"
 add_target direct "http://127.0.0.1:$V1_PORT/" "$PLAIN_HOST" "" v1
 PROXY_PIDS=("$V1_PID")
+host_before=$(host_ticks)
 measure_group direct || die "direct: $FAIL_REASON"
 
 failed=0
@@ -496,6 +507,7 @@ for proxy in skiff nginx haproxy; do
     "run_$proxy" || failed=1
 done
 
+STEAL=$(steal_percent "$host_before" "$(host_ticks)")
 stop_pid "$V2_PID"
 stop_pid "$V1_PID"
 
