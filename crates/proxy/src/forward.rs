@@ -20,6 +20,7 @@ use crate::istio::local_reply::{self, LocalReply};
 use crate::istio::request::RequestView;
 use crate::outline::outlined;
 use crate::reply::{Generated, respond, retry_after};
+use crate::request_metrics::RequestCounters;
 use crate::server::{ConnInfo, Rq};
 use crate::table::HostRoute;
 use crate::upgrade;
@@ -140,7 +141,7 @@ pub(crate) fn forward(
     route: Arc<HostRoute>,
     mut req: Request<Incoming>,
     conn: Arc<ConnInfo>,
-    mut rq: Rq,
+    rq: Rq,
     http1: bool,
 ) -> Result<impl Future<Output = Response<ProxyBody>> + Send + 'static, Box<Response<ProxyBody>>> {
     let target = route.pick();
@@ -158,9 +159,7 @@ pub(crate) fn forward(
         &conn,
     ) {
         let mut resp = Box::new(respond(denied));
-        counters.record(resp.status().as_u16(), flags_of(&resp), rq.start.elapsed());
-        rq.recorded = true;
-        conn.gateway.complete(&mut resp, rq, http1);
+        answered(counters, &mut resp, rq, &conn, http1);
         return Err(resp);
     }
     let req = Request::from_parts(parts, UpstreamRequestBody::Client(body));
@@ -324,11 +323,23 @@ fn forwarding(
                 }
             })
         };
-        counters.record(resp.status().as_u16(), flags_of(&resp), rq.start.elapsed());
-        rq.recorded = true;
-        conn.gateway.complete(&mut resp, rq, http1);
+        answered(counters, &mut resp, rq, conn, http1);
         resp
     }
+}
+
+/// Count `resp` on its target's metrics, then hand it to the gateway's
+/// bookkeeping.
+fn answered(
+    counters: &RequestCounters,
+    resp: &mut Response<ProxyBody>,
+    mut rq: Rq,
+    conn: &ConnInfo,
+    http1: bool,
+) {
+    counters.record(resp.status().as_u16(), flags_of(resp), rq.start.elapsed());
+    rq.recorded = true;
+    conn.gateway.complete(resp, rq, http1);
 }
 
 /// Turn the head of a client request into the upstream request's head for

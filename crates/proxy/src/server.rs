@@ -35,6 +35,7 @@ use crate::istio::request::{RequestView, host_of};
 use crate::istio::rewrite::Redirect;
 use crate::listeners::{BoxFuture, Connection, ConnectionHandler, ListenerInfo};
 use crate::metrics::GatewayStats;
+use crate::outline::{Outlined, outlined};
 use crate::reply::{Generated, respond};
 use crate::request_metrics::RequestMetrics;
 use crate::table::{HostRoute, RoutingTable, VirtualHost};
@@ -233,7 +234,7 @@ impl Gateway {
             // Boxed: the policy path's future is several times the size of
             // the plain path's; inline, every request would pay its copies.
             Routed::Mesh(table, vh) => Handling::Mesh {
-                forward: Box::pin(async move {
+                forward: outlined(async move {
                     let mut rq = rq;
                     let mut resp = vs_forward::forward(table, &vh, req, &conn, &mut rq).await;
                     conn.gateway.complete(&mut resp, rq, http1);
@@ -421,7 +422,7 @@ pin_project_lite::pin_project! {
     #[project = HandlingProj]
     pub(crate) enum Handling<F> {
         Plain { #[pin] forward: F },
-        Mesh { forward: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> },
+        Mesh { forward: Outlined<'static, Response<ProxyBody>> },
         Done { resp: Option<Box<Response<ProxyBody>>> },
     }
 }
