@@ -113,19 +113,7 @@ start_bg DIRECT_PID "$LOGS/direct-hello.log" env PORT="$DIRECT_PORT" HOST=127.0.
 wait_listen "$DIRECT_PORT" "$DIRECT_PID" 20 || die "hello did not listen (see $LOGS/direct-hello.log)"
 
 # Skiff under callgrind (its instances, separate processes, are not counted).
-free_port SKIFF_GW
-free_port SKIFF_ADM
-SKIFF_DATA=$TMP/skiff-data
-start_bg SKIFF_PID "$LOGS/skiff-serve.log" valgrind --tool=callgrind "${CALLGRIND_OPTS[@]}" \
-    --callgrind-out-file="$OUT/skiff.callgrind.%p" "$SKIFF_BIN" serve --data-dir "$SKIFF_DATA" \
-    --listen "127.0.0.1:$SKIFF_GW" --local-listen 127.0.0.1:0 --admin "127.0.0.1:$SKIFF_ADM" \
-    --health-listen off --termination-drain-duration 0s
-STOP_TIMEOUT[$SKIFF_PID]=60
-wait_listen "$SKIFF_ADM" "$SKIFF_PID" 120 || die "skiff serve did not listen under valgrind (see $LOGS/skiff-serve.log)"
-for ((i = 0; i < 100; i++)); do
-    [[ -s $SKIFF_DATA/server.json && -s $SKIFF_DATA/token ]] && break
-    sleep 0.1
-done
+skiff_start_callgrind "$OUT/skiff.callgrind.%p" "${CALLGRIND_OPTS[@]}"
 skiff_apply "$HERE/hello-ksvc.yaml" || die "skiff apply failed (see $LOGS/skiff-cli.log)"
 skiff_wait_ready hello || die "hello did not become ready under Skiff"
 count skiff "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/" "Hello World!" skiff_proxy::server::HttpHandler

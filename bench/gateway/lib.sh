@@ -425,6 +425,9 @@ header_machine() {
 # header_versions: the skiff, wrk, nginx and haproxy lines of a run's header.
 header_versions() {
     echo "skiff:    $SKIFF_BIN"
+    # Whether the binary's hot code is laid out as crates/skiff/hot-text.ld
+    # says (bench/gateway/hot-text.sh regenerates it).
+    echo "          $(python3 "$HERE/hot_text.py" check "$SKIFF_BIN" "$ROOT/crates/skiff/hot-text.ld" 2>&1 | head -1)"
     echo "wrk:      $("$WRK" -v 2>&1 | head -1 | awk '{print $2}')"
     echo "nginx:    $("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
     echo "haproxy:  $("$HAPROXY" -v 2>&1 | head -1 | awk '{print $3}')"
@@ -454,6 +457,27 @@ skiff_start() {
         return 1
     fi
     for ((i = 0; i < 50; i++)); do
+        [[ -s $SKIFF_DATA/server.json && -s $SKIFF_DATA/token ]] && break
+        sleep 0.1
+    done
+}
+
+# skiff_start_callgrind OUT_FILE OPTION...: `skiff serve` as skiff_start
+# does, under valgrind's callgrind with these options, writing its profiles
+# to OUT_FILE (callgrind's --callgrind-out-file).
+skiff_start_callgrind() {
+    local out=$1 i
+    shift
+    free_port SKIFF_GW
+    free_port SKIFF_ADM
+    SKIFF_DATA=$TMP/skiff-data
+    start_bg SKIFF_PID "$LOGS/skiff-serve.log" valgrind --tool=callgrind "$@" \
+        --callgrind-out-file="$out" "$SKIFF_BIN" serve --data-dir "$SKIFF_DATA" \
+        --listen "127.0.0.1:$SKIFF_GW" --local-listen 127.0.0.1:0 --admin "127.0.0.1:$SKIFF_ADM" \
+        --health-listen off --termination-drain-duration 0s
+    STOP_TIMEOUT[$SKIFF_PID]=60
+    wait_listen "$SKIFF_ADM" "$SKIFF_PID" 120 || die "skiff serve did not listen under valgrind (see $LOGS/skiff-serve.log)"
+    for ((i = 0; i < 100; i++)); do
         [[ -s $SKIFF_DATA/server.json && -s $SKIFF_DATA/token ]] && break
         sleep 0.1
     done
