@@ -42,10 +42,7 @@ mkdir -p "$LOGS"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-hot-text.XXXXXX")
 
 find_peers
-if ! command -v valgrind >/dev/null; then
-    log "installing valgrind with apt-get"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind
-fi
+install_valgrind
 resolve_skiff_bin
 SKIFF_BIN=$(realpath "$SKIFF_BIN")
 

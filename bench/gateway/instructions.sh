@@ -99,10 +99,7 @@ RESULTS=$OUT/results.tsv
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-instructions-bench.XXXXXX")
 
 find_peers
-if ! command -v valgrind >/dev/null; then
-    log "installing valgrind with apt-get"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind
-fi
+install_valgrind
 resolve_skiff_bin
 SKIFF_BIN=$(realpath "$SKIFF_BIN")
 resolve_hyper_proxy_bin

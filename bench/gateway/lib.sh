@@ -377,6 +377,13 @@ measure() {
 # Set-up
 
 # find_peers: WRK, NGINX and HAPROXY (installed with apt-get if missing), curl.
+# install_valgrind: valgrind, with apt-get if it is missing.
+install_valgrind() {
+    command -v valgrind >/dev/null && return 0
+    log "installing valgrind with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind
+}
+
 find_peers() {
     install_apt_peers
     WRK=$(find_tool wrk) || die "wrk is not installed"
