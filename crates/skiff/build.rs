@@ -16,8 +16,14 @@ fn main() {
     if linux && release && wanted {
         let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
         let script = Path::new(&dir).join("hot-text.ld");
+        let script = script.display().to_string();
+        if script.contains(',') {
+            // -Wl splits its argument at commas.
+            println!("cargo:warning=not using {script}: its path has a comma");
+            return;
+        }
         // A script with INSERT adds to the linker's default layout rather
         // than replacing it (GNU ld and lld alike).
-        println!("cargo:rustc-link-arg-bin=skiff=-Wl,-T,{}", script.display());
+        println!("cargo:rustc-link-arg-bin=skiff=-Wl,-T,{script}");
     }
 }
