@@ -376,7 +376,6 @@ measure() {
 # ---------------------------------------------------------------------------
 # Set-up
 
-# find_peers: WRK, NGINX and HAPROXY (installed with apt-get if missing), curl.
 # install_valgrind: valgrind, with apt-get if it is missing.
 install_valgrind() {
     command -v valgrind >/dev/null && return 0
@@ -384,6 +383,7 @@ install_valgrind() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind
 }
 
+# find_peers: WRK, NGINX and HAPROXY (installed with apt-get if missing), curl.
 find_peers() {
     install_apt_peers
     WRK=$(find_tool wrk) || die "wrk is not installed"
@@ -451,7 +451,6 @@ SKIFF_DATA=
 # skiff_start: `skiff serve` on a temporary data dir, its external gateway
 # on 127.0.0.1:SKIFF_GW and its admin API on 127.0.0.1:SKIFF_ADM.
 skiff_start() {
-    local i
     free_port SKIFF_GW
     free_port SKIFF_ADM
     SKIFF_DATA=$TMP/skiff-data
@@ -463,17 +462,14 @@ skiff_start() {
         stop_pid "$SKIFF_PID"
         return 1
     fi
-    for ((i = 0; i < 50; i++)); do
-        [[ -s $SKIFF_DATA/server.json && -s $SKIFF_DATA/token ]] && break
-        sleep 0.1
-    done
+    skiff_wait_data 50
 }
 
 # skiff_start_callgrind OUT_FILE OPTION...: `skiff serve` as skiff_start
 # does, under valgrind's callgrind with these options, writing its profiles
 # to OUT_FILE (callgrind's --callgrind-out-file).
 skiff_start_callgrind() {
-    local out=$1 i
+    local out=$1
     shift
     free_port SKIFF_GW
     free_port SKIFF_ADM
@@ -484,7 +480,14 @@ skiff_start_callgrind() {
         --health-listen off --termination-drain-duration 0s
     STOP_TIMEOUT[$SKIFF_PID]=60
     wait_listen "$SKIFF_ADM" "$SKIFF_PID" 120 || die "skiff serve did not listen under valgrind (see $LOGS/skiff-serve.log)"
-    for ((i = 0; i < 100; i++)); do
+    skiff_wait_data 100
+}
+
+# skiff_wait_data TRIES: until serve has written the files the CLI reads
+# (server.json, token) into SKIFF_DATA, TRIES times 0.1 s at most.
+skiff_wait_data() {
+    local i
+    for ((i = 0; i < $1; i++)); do
         [[ -s $SKIFF_DATA/server.json && -s $SKIFF_DATA/token ]] && break
         sleep 0.1
     done
