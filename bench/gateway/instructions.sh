@@ -14,11 +14,15 @@
 # path as Knative's defaults put it), the same Skiff on the policy route of
 # policy.sh (skiff-policy: VirtualService and DestinationRule), the bare
 # hyper proxy of
-# bench/hyper-proxy (one thread) and nginx (one worker, the configuration of
-# run.sh), in front of the same hello app.
+# bench/hyper-proxy and nginx (the configuration of run.sh), in front of the
+# same hello app. Each proxy runs one worker thread, so that all of them see
+# CONNS connections per thread.
 #
 # Environment:
 #   DURATION   length of the measured wrk run (default 5s)
+#   CONNS      wrk's connections (default 16, as run.sh's throughput runs):
+#              how many requests a worker has at once, which decides how
+#              much code and data stay cached from one to the next
 #   SKIFF_BIN  use this skiff binary instead of `cargo build --release -p skiff`
 #   HYPER_PROXY_BIN  use this hyper-proxy binary instead of
 #              `cargo build --release -p skiff-bench-hyper-proxy`
@@ -32,6 +36,7 @@ BENCH=$(dirname "$HERE")
 ROOT=$(dirname "$BENCH")
 
 DURATION=${DURATION:-5s}
+CONNS=${CONNS:-16}
 WARMUP=2s
 RUNS=1
 HOST_HEADER=hello.default.127.0.0.1.sslip.io
@@ -48,9 +53,10 @@ unset TARGET HELLO_THREADS HOST PORT SKIFF_SERVER SKIFF_DATA_DIR
 source "$HERE/lib.sh"
 
 [[ $DURATION =~ ^[1-9][0-9]*(s|m|h)?$ ]] || die "DURATION must look like 5s, 1m (wrk's -d), not '$DURATION'"
+[[ $CONNS =~ ^[1-9][0-9]*$ ]] || die "CONNS must be a number of connections, not '$CONNS'"
 
 # count NAME PID URL [BODY] [ONLY]: Ir per request of the callgrind-run
-# process PID while wrk sends DURATION of requests (4 connections) to URL,
+# process PID while wrk sends DURATION of requests (CONNS connections) to URL,
 # after a warm-up; URL answers BODY ("Hello World!" by default). ONLY, a
 # function name (a substring of it): count only the threads that ran it (Skiff's gateway
 # workers, without the controller's and autoscaler's periodic work, which
@@ -59,9 +65,9 @@ source "$HERE/lib.sh"
 count() {
     local name=$1 pid=$2 url=$3 only=${5:-} n f part=0 p ir=0 i1=0 d1=0 t a b c threads=0
     check_hello "$name" "$url" "${4:-Hello World!}" || die "$name: $FAIL_REASON"
-    wrk_run "$OUT/$name-warmup.txt" -t1 -c4 -d"$WARMUP" "$url" || die "$name: $FAIL_REASON"
+    wrk_run "$OUT/$name-warmup.txt" -t1 -c"$CONNS" -d"$WARMUP" "$url" || die "$name: $FAIL_REASON"
     callgrind_control -z "$pid" >/dev/null 2>&1
-    wrk_run "$OUT/$name-wrk.txt" -t1 -c4 -d"$DURATION" "$url" || die "$name: $FAIL_REASON"
+    wrk_run "$OUT/$name-wrk.txt" -t1 -c"$CONNS" -d"$DURATION" "$url" || die "$name: $FAIL_REASON"
     callgrind_control -d "$pid" >/dev/null 2>&1
     n=$(awk '/requests in/ {print $1}' "$OUT/$name-wrk.txt")
     [[ -n $n && $n -gt 0 ]] || die "$name: wrk completed no requests (see $OUT)"
@@ -110,7 +116,7 @@ start_bg DIRECT_PID "$LOGS/direct-hello.log" env PORT="$DIRECT_PORT" HOST=127.0.
 wait_listen "$DIRECT_PORT" "$DIRECT_PID" 20 || die "hello did not listen (see $LOGS/direct-hello.log)"
 
 # Skiff under callgrind (its instances, separate processes, are not counted).
-skiff_start_callgrind "$OUT/skiff.callgrind.%p" "${CALLGRIND_OPTS[@]}"
+skiff_start_callgrind "$OUT/skiff.callgrind.%p" "${CALLGRIND_OPTS[@]}" -- --gateway-threads 1
 skiff_apply "$HERE/hello-ksvc.yaml" || die "skiff apply failed (see $LOGS/skiff-cli.log)"
 skiff_wait_ready hello || die "hello did not become ready under Skiff"
 count skiff "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/" "Hello World!" skiff_proxy::server::HttpHandler
@@ -124,8 +130,8 @@ skiff_wait_ready ab ab-00002 || die "ab-00002 did not become ready under Skiff"
 HOST_HEADER=ab.example.com count skiff-policy "$SKIFF_PID" "http://127.0.0.1:$SKIFF_GW/" "Hello v1!" skiff_proxy::server::HttpHandler
 stop_pid "$SKIFF_PID"
 
-# The bare hyper proxy (bench/hyper-proxy) under callgrind, one thread as
-# nginx has one worker: the floor of the stack Skiff is built on.
+# The bare hyper proxy (bench/hyper-proxy) under callgrind, one thread: the
+# floor of the stack Skiff is built on.
 free_port HYPER_PORT
 start_bg HYPER_PID "$LOGS/hyper-proxy.log" valgrind --tool=callgrind "${CALLGRIND_OPTS[@]}" \
     --callgrind-out-file="$OUT/hyper.callgrind.%p" "$HYPER_PROXY_BIN" \
@@ -158,6 +164,6 @@ stop_pid "$NGINX_PID"
             "$(awk -v a="$ir" -v b="$nginx_ir" 'BEGIN {printf "%.2f", a / b}')" "$i1" "$d1"
     done <"$RESULTS"
     echo
-    echo "instructions: user space of the proxy (callgrind Ir; Skiff: its gateway workers), wrk -t1 -c4 -d$DURATION"
+    echo "instructions: user space of the proxy (callgrind Ir; Skiff: its gateway workers), wrk -t1 -c$CONNS -d$DURATION"
     echo "I1/D1 miss: first-level instruction and data cache misses in callgrind's simulation (32 KB L1s)"
 } | tee "$OUT/summary.txt"

@@ -465,19 +465,24 @@ skiff_start() {
     skiff_wait_data 50
 }
 
-# skiff_start_callgrind OUT_FILE OPTION...: `skiff serve` as skiff_start
-# does, under valgrind's callgrind with these options, writing its profiles
-# to OUT_FILE (callgrind's --callgrind-out-file).
+# skiff_start_callgrind OUT_FILE OPTION... [-- SERVE_ARG...]: `skiff serve`
+# as skiff_start does, with SERVE_ARGs, under valgrind's callgrind with these
+# options, writing its profiles to OUT_FILE (callgrind's --callgrind-out-file).
 skiff_start_callgrind() {
-    local out=$1
+    local out=$1 opts=() serve=()
     shift
+    while (($#)) && [[ $1 != -- ]]; do
+        opts+=("$1")
+        shift
+    done
+    (($#)) && shift && serve=("$@")
     free_port SKIFF_GW
     free_port SKIFF_ADM
     SKIFF_DATA=$TMP/skiff-data
-    start_bg SKIFF_PID "$LOGS/skiff-serve.log" valgrind --tool=callgrind "$@" \
+    start_bg SKIFF_PID "$LOGS/skiff-serve.log" valgrind --tool=callgrind "${opts[@]}" \
         --callgrind-out-file="$out" "$SKIFF_BIN" serve --data-dir "$SKIFF_DATA" \
         --listen "127.0.0.1:$SKIFF_GW" --local-listen 127.0.0.1:0 --admin "127.0.0.1:$SKIFF_ADM" \
-        --health-listen off --termination-drain-duration 0s
+        --health-listen off --termination-drain-duration 0s "${serve[@]}"
     STOP_TIMEOUT[$SKIFF_PID]=60
     wait_listen "$SKIFF_ADM" "$SKIFF_PID" 120 || die "skiff serve did not listen under valgrind (see $LOGS/skiff-serve.log)"
     skiff_wait_data 100

@@ -183,10 +183,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Upstream { body, lease } => {
-                let r = match lease.as_mut() {
-                    Some(l) => l.poll_body(Pin::new(body), cx),
-                    None => Pin::new(body).poll_frame(cx),
-                };
+                let r = Pin::new(body).poll_frame(cx);
                 if r.is_pending()
                     && let Some(l) = lease.as_mut()
                     && let Some(limits) = l.limits.as_mut()

@@ -16,7 +16,6 @@ pub mod drain;
 mod endpoint;
 mod forward;
 mod gated;
-mod h1_conn;
 mod headers;
 pub mod introspect;
 pub mod istio;
