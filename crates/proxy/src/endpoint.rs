@@ -654,8 +654,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// An app that answers `Hello` to each request, up to `per_conn` on a
-    /// connection, then closes it a moment later. Counts the connections it accepted and
-    /// those it closed.
+    /// connection, then closes it a moment later. Counts the connections it
+    /// accepted and those it closed.
     async fn app(per_conn: usize) -> (SocketAddr, Arc<[AtomicUsize; 2]>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
