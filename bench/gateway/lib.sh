@@ -149,9 +149,10 @@ find_tool() { # find_tool NAME: path of NAME, also looking in the sbin dirs
     return 1
 }
 
+# install_apt_peers TOOL...: the TOOLs, with apt-get if they are missing.
 install_apt_peers() {
     local missing=() t
-    for t in wrk nginx haproxy; do
+    for t in "$@"; do
         find_tool "$t" >/dev/null || missing+=("$t")
     done
     ((${#missing[@]} == 0)) && return 0
@@ -385,7 +386,7 @@ install_valgrind() {
 
 # find_peers: WRK, NGINX and HAPROXY (installed with apt-get if missing), curl.
 find_peers() {
-    install_apt_peers
+    install_apt_peers wrk nginx haproxy
     WRK=$(find_tool wrk) || die "wrk is not installed"
     NGINX=$(find_tool nginx) || die "nginx is not installed"
     HAPROXY=$(find_tool haproxy) || die "haproxy is not installed"
@@ -413,6 +414,17 @@ resolve_skiff_bin() {
     fi
 }
 
+# bolt_skiff: when BOLT is 1, SKIFF_BOLT_BIN is SKIFF_BIN optimized by
+# bolt.sh (into TMP; its profile and logs in OUT/bolt); else empty.
+SKIFF_BOLT_BIN=
+bolt_skiff() {
+    [[ ${BOLT:-0} == 1 ]] || return 0
+    log "optimizing $SKIFF_BIN with BOLT (bench/gateway/bolt.sh; logs in $OUT/bolt)"
+    SKIFF_BIN=$SKIFF_BIN BOLT_OUT=$TMP/skiff-bolt OUT_DIR=$OUT/bolt "$HERE/bolt.sh" ||
+        die "bench/gateway/bolt.sh failed (see $OUT/bolt/logs); BOLT=0 measures the release binary as cargo built it"
+    SKIFF_BOLT_BIN=$TMP/skiff-bolt
+}
+
 # resolve_hyper_proxy_bin: HYPER_PROXY_BIN as given, else built with cargo.
 resolve_hyper_proxy_bin() {
     if [[ -n ${HYPER_PROXY_BIN:-} ]]; then
@@ -435,6 +447,9 @@ header_versions() {
     # Whether the binary's hot code is laid out as crates/skiff/hot-text.ld
     # says (bench/gateway/hot-text.sh regenerates it).
     echo "          $(python3 "$HERE/hot_text.py" check "$SKIFF_BIN" "$ROOT/crates/skiff/hot-text.ld" 2>&1 | head -1)"
+    if [[ -n $SKIFF_BOLT_BIN ]]; then
+        echo "          optimized by bench/gateway/bolt.sh (profile in $OUT/bolt): $SKIFF_BOLT_BIN"
+    fi
     echo "wrk:      $("$WRK" -v 2>&1 | head -1 | awk '{print $2}')"
     echo "nginx:    $("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
     echo "haproxy:  $("$HAPROXY" -v 2>&1 | head -1 | awk '{print $3}')"
@@ -448,17 +463,23 @@ SKIFF_GW=
 SKIFF_ADM=
 SKIFF_DATA=
 
-# skiff_start: `skiff serve` on a temporary data dir, its external gateway
-# on 127.0.0.1:SKIFF_GW and its admin API on 127.0.0.1:SKIFF_ADM.
+# SKIFF_TAG names the Skiff the skiff_* functions work on when a script runs
+# more than one (its data dir, its logs): "skiff" unless set.
+SKIFF_TAG=skiff
+
+# skiff_start [SERVE_ARG...]: `skiff serve` on a temporary data dir, its
+# external gateway on 127.0.0.1:SKIFF_GW and its admin API on
+# 127.0.0.1:SKIFF_ADM.
+# shellcheck disable=SC2120 # the serve arguments are optional
 skiff_start() {
     free_port SKIFF_GW
     free_port SKIFF_ADM
-    SKIFF_DATA=$TMP/skiff-data
-    start_bg SKIFF_PID "$LOGS/skiff-serve.log" \
-        "$SKIFF_BIN" serve --data-dir "$SKIFF_DATA" --listen "127.0.0.1:$SKIFF_GW" --local-listen 127.0.0.1:0 --admin "127.0.0.1:$SKIFF_ADM"
+    SKIFF_DATA=$TMP/$SKIFF_TAG-data
+    start_bg SKIFF_PID "$LOGS/$SKIFF_TAG-serve.log" \
+        "$SKIFF_BIN" serve --data-dir "$SKIFF_DATA" --listen "127.0.0.1:$SKIFF_GW" --local-listen 127.0.0.1:0 --admin "127.0.0.1:$SKIFF_ADM" "$@"
     STOP_TIMEOUT[$SKIFF_PID]=40 # it drains for up to 30 s
     if ! wait_listen "$SKIFF_GW" "$SKIFF_PID" 30 || ! wait_listen "$SKIFF_ADM" "$SKIFF_PID" 30; then
-        FAIL_REASON="skiff serve did not listen (see logs/skiff-serve.log)"
+        FAIL_REASON="skiff serve did not listen (see logs/$SKIFF_TAG-serve.log)"
         stop_pid "$SKIFF_PID"
         return 1
     fi
@@ -478,13 +499,13 @@ skiff_start_callgrind() {
     (($#)) && shift && serve=("$@")
     free_port SKIFF_GW
     free_port SKIFF_ADM
-    SKIFF_DATA=$TMP/skiff-data
-    start_bg SKIFF_PID "$LOGS/skiff-serve.log" valgrind --tool=callgrind "${opts[@]}" \
+    SKIFF_DATA=$TMP/$SKIFF_TAG-data
+    start_bg SKIFF_PID "$LOGS/$SKIFF_TAG-serve.log" valgrind --tool=callgrind "${opts[@]}" \
         --callgrind-out-file="$out" "$SKIFF_BIN" serve --data-dir "$SKIFF_DATA" \
         --listen "127.0.0.1:$SKIFF_GW" --local-listen 127.0.0.1:0 --admin "127.0.0.1:$SKIFF_ADM" \
         --health-listen off --termination-drain-duration 0s "${serve[@]}"
     STOP_TIMEOUT[$SKIFF_PID]=60
-    wait_listen "$SKIFF_ADM" "$SKIFF_PID" 120 || die "skiff serve did not listen under valgrind (see $LOGS/skiff-serve.log)"
+    wait_listen "$SKIFF_ADM" "$SKIFF_PID" 120 || die "skiff serve did not listen under valgrind (see $LOGS/$SKIFF_TAG-serve.log)"
     skiff_wait_data 100
 }
 
@@ -539,6 +560,6 @@ skiff_wait_ready() {
 # skiff_stop: stop Skiff (it stops its instances), keeping the instance logs.
 skiff_stop() {
     stop_pid "$SKIFF_PID"
-    [[ -d $SKIFF_DATA/logs ]] && cp -r "$SKIFF_DATA/logs" "$LOGS/skiff-instances" 2>/dev/null
+    [[ -d $SKIFF_DATA/logs ]] && cp -r "$SKIFF_DATA/logs" "$LOGS/$SKIFF_TAG-instances" 2>/dev/null
     return 0
 }

@@ -13,6 +13,8 @@
 #   RUNS       throughput rounds, the median is reported (default 3; QUICK: 1)
 #   QUICK=1    smoke run (defaults above)
 #   SKIFF_BIN  use this skiff binary instead of `cargo build --release -p skiff`
+#   BOLT=0|1   1: Skiff runs that binary optimized by bench/gateway/bolt.sh
+#              (default 1; QUICK: 0)
 #   OUT_DIR    where to save raw wrk output and the summary
 #              (default bench/out/policy-<timestamp>)
 #   STEAL_MAX  percent of steal (CPU time the hypervisor gave to other
@@ -32,9 +34,11 @@ STEAL_MAX=${STEAL_MAX:-5}
 if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-1s}
     RUNS=${RUNS:-1}
+    BOLT=${BOLT:-0}
 else
     DURATION=${DURATION:-5s}
     RUNS=${RUNS:-3}
+    BOLT=${BOLT:-1}
 fi
 WARMUP=1s
 # The target: skiff-policy keeps this share of skiff's throughput.
@@ -61,6 +65,7 @@ source "$HERE/lib.sh"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, not '$RUNS'"
 [[ $STEAL_MAX =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "STEAL_MAX must be a number of percent, not '$STEAL_MAX'"
 [[ $DURATION =~ ^[1-9][0-9]*(s|m|h)?$ ]] || die "DURATION must look like 5s, 1m (wrk's -d), not '$DURATION'"
+[[ $BOLT == 0 || $BOLT == 1 ]] || die "BOLT must be 0 or 1"
 
 # ---------------------------------------------------------------------------
 # Targets: a URL, a Host, maybe the header the VirtualService matches, and
@@ -281,7 +286,7 @@ render_policy() { # render_policy TEMPLATE OUT PLAIN_PORT POLICY_PORT TMP_DIR
 
 run_skiff() {
     local names=(skiff skiff-split skiff-policy skiff-policy-hdr) ok=0
-    skiff_start || fail_all "$FAIL_REASON" "${names[@]}" || return 1
+    SKIFF_BIN=${SKIFF_BOLT_BIN:-$SKIFF_BIN} skiff_start || fail_all "$FAIL_REASON" "${names[@]}" || return 1
     if ! skiff_apply "$HERE/hello-ksvc.yaml" || ! skiff_apply "$HERE/ab-ksvc-v1.yaml"; then
         skiff_stop
         fail_all "$FAIL_REASON" "${names[@]}" || return 1
@@ -481,6 +486,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-policy-bench.XXXXXX")
 
 find_peers
 resolve_skiff_bin
+bolt_skiff
 
 {
     echo "Skiff gateway policy benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"

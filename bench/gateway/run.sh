@@ -12,6 +12,10 @@
 #              run per round, the medians are reported (default 3; QUICK: 1)
 #   QUICK=1    smoke run (defaults above, and no Envoy)
 #   ENVOY=0|1  leave Envoy out / in (default 1; QUICK: 0)
+#   BOLT=0|1   1: target skiff is the release binary optimized by
+#              bench/gateway/bolt.sh, and target skiff-plain the release
+#              binary as cargo built it; 0: skiff is cargo's, and no
+#              skiff-plain (default 1; QUICK: 0)
 #   SKIFF_BIN  use this skiff binary instead of `cargo build --release -p skiff`
 #   HYPER_PROXY_BIN  use this hyper-proxy binary instead of
 #              `cargo build --release -p skiff-bench-hyper-proxy`
@@ -36,10 +40,12 @@ if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-1s}
     RUNS=${RUNS:-1}
     ENVOY=${ENVOY:-0}
+    BOLT=${BOLT:-0}
 else
     DURATION=${DURATION:-5s}
     RUNS=${RUNS:-3}
     ENVOY=${ENVOY:-1}
+    BOLT=${BOLT:-1}
 fi
 WARMUP=1s
 HOST_HEADER=hello.default.127.0.0.1.sslip.io
@@ -62,6 +68,7 @@ source "$HERE/lib.sh"
 [[ $STEAL_MAX =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "STEAL_MAX must be a number of percent, not '$STEAL_MAX'"
 [[ $DURATION =~ ^[1-9][0-9]*(s|m|h)?$ ]] || die "DURATION must look like 5s, 1m (wrk's -d), not '$DURATION'"
 [[ $ENVOY == 0 || $ENVOY == 1 ]] || die "ENVOY must be 0 or 1"
+[[ $BOLT == 0 || $BOLT == 1 ]] || die "BOLT must be 0 or 1"
 
 # ---------------------------------------------------------------------------
 # Envoy
@@ -113,20 +120,32 @@ start_direct() {
 # so that measure can interleave them. False (with FAIL_REASON) on failure.
 declare -A URL=() PROXY_PID=()
 
-start_skiff() {
-    skiff_start || return 1
+# The Skiffs, by target: their processes and data dirs (for skiff_stop).
+declare -A SKIFF_PIDS=() SKIFF_DATAS=()
+
+# start_skiff_as TARGET BIN: `skiff serve` of BIN with hello-ksvc.yaml
+# applied, as TARGET.
+start_skiff_as() {
+    local SKIFF_TAG=$1 SKIFF_BIN=$2 SKIFF_PID SKIFF_GW SKIFF_ADM SKIFF_DATA
+    # No health check listener: its fixed port would keep a second Skiff from starting.
+    skiff_start --health-listen off || return 1
     if ! skiff_apply "$HERE/hello-ksvc.yaml"; then
         skiff_stop
         return 1
     fi
-    log "skiff: applied hello-ksvc.yaml; waiting for READY True"
+    log "$1: applied hello-ksvc.yaml; waiting for READY True"
     skiff_wait_ready hello || {
         skiff_stop
         return 1
     }
-    URL[skiff]="http://127.0.0.1:$SKIFF_GW/"
-    CPU_PIDS[skiff]=$SKIFF_PID # the gateway, queue-proxy and activator, not the instances
+    URL[$1]="http://127.0.0.1:$SKIFF_GW/"
+    CPU_PIDS[$1]=$SKIFF_PID # the gateway, queue-proxy and activator, not the instances
+    SKIFF_PIDS[$1]=$SKIFF_PID
+    SKIFF_DATAS[$1]=$SKIFF_DATA
 }
+
+start_skiff() { start_skiff_as skiff "${SKIFF_BOLT_BIN:-$SKIFF_BIN}"; }
+start_skiff_plain() { start_skiff_as skiff-plain "$SKIFF_BIN"; }
 
 # The proxies' backend is the direct hello app: it must still run.
 backend_alive() {
@@ -209,7 +228,8 @@ paired_ratios() {
 summary() {
     awk -F'\t' -v runs="$RUNS" -v dur="$DURATION" -v paired="$(paired_ratios skiff nginx)" \
         -v steal="$STEAL" -v steal_max="$STEAL_MAX" \
-        -v paired_sh="$(paired_ratios skiff hyper)" -v paired_hn="$(paired_ratios hyper nginx)" '
+        -v paired_sh="$(paired_ratios skiff hyper)" -v paired_hn="$(paired_ratios hyper nginx)" \
+        -v paired_sp="$(paired_ratios skiff skiff-plain)" -v paired_pn="$(paired_ratios skiff-plain nginx)" '
         function f0(x) { return sprintf("%.0f", x) }
         {
             name[NR] = $1; st[NR] = $2; note[NR] = $3
@@ -218,16 +238,16 @@ summary() {
             if ($2 == "ok") { ok[$1] = 1; M[$1] = $4; P50[$1] = $7; CPU[$1] = cpu[NR] }
         }
         END {
-            printf "%-8s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", "target", "rps", "rps range", \
+            printf "%-11s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", "target", "rps", "rps range", \
                 "rps vs", "rps vs", "p50 c=1", "p99 c=1", "added p50", "CPU", "wrk"
-            printf "%-8s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", "", "(median)", "(min-max)", \
+            printf "%-11s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", "", "(median)", "(min-max)", \
                 "direct", "nginx", "(us)", "(us)", "(us)", "us/req", "errors"
             for (i = 1; i <= NR; i++) {
-                if (st[i] != "ok") { printf "%-8s %s: %s\n", name[i], st[i], note[i]; continue }
+                if (st[i] != "ok") { printf "%-11s %s: %s\n", name[i], st[i], note[i]; continue }
                 rd = ok["direct"] && M["direct"] > 0 ? sprintf("%.2f", med[i] / M["direct"]) : "-"
                 rn = ok["nginx"] && M["nginx"] > 0 ? sprintf("%.2f", med[i] / M["nginx"]) : "-"
                 add = ok["direct"] && p50[i] != "-" ? sprintf("%+.0f", p50[i] - P50["direct"]) : "-"
-                printf "%-8s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", name[i], f0(med[i]), \
+                printf "%-11s %10s %17s %9s %9s %9s %9s %10s %8s %6s\n", name[i], f0(med[i]), \
                     f0(lo[i]) "-" f0(hi[i]), rd, rn, \
                     (p50[i] == "-" ? "-" : f0(p50[i])), (p99[i] == "-" ? "-" : f0(p99[i])), add, \
                     (cpu[i] == "-" ? "-" : sprintf("%.1f", cpu[i])), err[i]
@@ -237,6 +257,8 @@ summary() {
             print "(each round runs every target once, in an order that rotates from round to round)"
             print "CPU: user + system time of the target'"'"'s processes per request in the rps runs, median"
             print "(direct: the app; skiff: the skiff serve process, not its instances; nginx: master and workers)"
+            if (ok["skiff-plain"])
+                print "skiff: the release binary optimized by bench/gateway/bolt.sh; skiff-plain: as cargo built it"
             printf "host: %s %% of the CPU time went to other guests during the runs (steal)\n", steal
             print ""
             print "Targets:"
@@ -272,6 +294,16 @@ summary() {
                 if (P50["hyper"] != "-" && P50["direct"] != "-")
                     printf "  %-34s %+.0f us\n", "hyper added p50 at c=1", P50["hyper"] - P50["direct"]
             }
+            # What the layout of bolt.sh is worth: the same code, laid out twice.
+            if (ok["skiff-plain"] && ok["skiff"]) {
+                print ""
+                print "BOLT (skiff: optimized by bench/gateway/bolt.sh; skiff-plain: as cargo built it):"
+                printf "  %-34s %.2fx  (per round: %s)\n", "skiff rps vs skiff-plain rps", M["skiff"] / M["skiff-plain"], paired_sp
+                if (ok["nginx"])
+                    printf "  %-34s %.2fx  (per round: %s)\n", "skiff-plain rps vs nginx rps", M["skiff-plain"] / M["nginx"], paired_pn
+                if (CPU["skiff"] != "-" && CPU["skiff-plain"] != "-" && CPU["skiff-plain"] > 0)
+                    printf "  %-34s %.2fx skiff-plain'"'"'s\n", "CPU per request: skiff", CPU["skiff"] / CPU["skiff-plain"]
+            }
             for (i = 1; i <= NR; i++) if (st[i] == "ok" && err[i] > 0) {
                 print ""
                 print "Warning: wrk reported non-2xx/3xx responses or socket errors (column errors);"
@@ -302,6 +334,7 @@ fi
 
 resolve_skiff_bin
 resolve_hyper_proxy_bin
+bolt_skiff
 
 {
     echo "Skiff gateway benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -322,14 +355,16 @@ log "direct: hello app on 127.0.0.1:$DIRECT_PORT (pid $DIRECT_PID)"
 
 targets=("direct=http://127.0.0.1:$DIRECT_PORT/")
 not_started=()
-for target in skiff hyper nginx haproxy envoy; do
+skiffs=(skiff)
+[[ -n $SKIFF_BOLT_BIN ]] && skiffs+=(skiff-plain)
+for target in "${skiffs[@]}" hyper nginx haproxy envoy; do
     if [[ $target == envoy && -n $ENVOY_SKIP ]]; then
         not_started+=("$target"$'\t'skipped$'\t'"$ENVOY_SKIP")
         continue
     fi
     FAIL_REASON=
     log "$target: starting"
-    if "start_$target"; then
+    if "start_${target//-/_}"; then
         targets+=("$target=${URL[$target]}")
     else
         log "$target: FAILED: $FAIL_REASON"
@@ -348,7 +383,9 @@ for row in ${not_started[@]+"${not_started[@]}"}; do
 done
 
 # Keep Skiff's instance logs, then stop everything.
-if [[ -n ${URL[skiff]:-} ]]; then skiff_stop; fi
+for target in "${!SKIFF_PIDS[@]}"; do
+    SKIFF_TAG=$target SKIFF_PID=${SKIFF_PIDS[$target]} SKIFF_DATA=${SKIFF_DATAS[$target]} skiff_stop
+done
 for target in "${!PROXY_PID[@]}"; do stop_pid "${PROXY_PID[$target]}"; done
 stop_pid "$DIRECT_PID"
 

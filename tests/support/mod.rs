@@ -19,8 +19,14 @@ use serde_json::Value;
 
 pub const HELLO_HOST: &str = "hello.default.127.0.0.1.sslip.io";
 
+/// The binary under test: the one cargo built for the tests, or
+/// `SKIFF_TEST_BIN` (to run the suite against a release or BOLT-optimized
+/// build, as `.ci/run` does).
 pub fn skiff_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+    match std::env::var_os("SKIFF_TEST_BIN") {
+        Some(bin) if !bin.is_empty() => PathBuf::from(bin),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_skiff")),
+    }
 }
 
 /// A running `skiff serve`.
