@@ -89,15 +89,7 @@ PROFILE=$OUT/profile.fdata
 # instances, the same binary, write theirs too; they are dropped).
 SKIFF_BIN=$TMP/skiff-instrumented
 skiff_start --health-listen off --termination-drain-duration 0s || die "$FAIL_REASON"
-skiff_apply "$HERE/hello-ksvc.yaml" || die "$FAIL_REASON"
-skiff_wait_ready hello || die "$FAIL_REASON"
-skiff_apply "$HERE/ab-ksvc-v1.yaml" || die "$FAIL_REASON"
-skiff_wait_ready ab ab-00001 || die "$FAIL_REASON"
-skiff_apply "$HERE/ab-policy.yaml" || die "$FAIL_REASON"
-skiff_wait_ready ab ab-00002 || die "$FAIL_REASON"
-URL=http://127.0.0.1:$SKIFF_GW/
-check_hello skiff "$URL" "Hello World!" || die "$FAIL_REASON"
-HOST_HEADER=ab.example.com check_hello skiff-policy "$URL" "Hello v1!" || die "$FAIL_REASON"
+skiff_deploy_profiled_routes
 log "profiling: wrk -t2 -c16 -d$DURATION on each route"
 wrk_run "$OUT/wrk.txt" -t2 -c16 -d"$DURATION" "$URL" || die "$FAIL_REASON"
 HOST_HEADER=ab.example.com wrk_run "$OUT/wrk-policy.txt" -t2 -c16 -d"$DURATION" "$URL" || die "$FAIL_REASON"

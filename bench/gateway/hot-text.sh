@@ -48,16 +48,8 @@ SKIFF_BIN=$(realpath "$SKIFF_BIN")
 
 # Mangled names: the linker script names sections by them.
 skiff_start_callgrind "$OUT/skiff.callgrind.%p" --demangle=no
-skiff_apply "$HERE/hello-ksvc.yaml" || die "$FAIL_REASON"
-skiff_wait_ready hello || die "$FAIL_REASON"
-skiff_apply "$HERE/ab-ksvc-v1.yaml" || die "$FAIL_REASON"
-skiff_wait_ready ab ab-00001 || die "$FAIL_REASON"
-skiff_apply "$HERE/ab-policy.yaml" || die "$FAIL_REASON"
-skiff_wait_ready ab ab-00002 || die "$FAIL_REASON"
+skiff_deploy_profiled_routes
 
-URL=http://127.0.0.1:$SKIFF_GW/
-check_hello skiff "$URL" "Hello World!" || die "$FAIL_REASON"
-HOST_HEADER=ab.example.com check_hello skiff-policy "$URL" "Hello v1!" || die "$FAIL_REASON"
 wrk_run "$OUT/warmup.txt" -t1 -c4 -d"$WARMUP" "$URL" || die "$FAIL_REASON"
 HOST_HEADER=ab.example.com wrk_run "$OUT/warmup-policy.txt" -t1 -c4 -d"$WARMUP" "$URL" || die "$FAIL_REASON"
 callgrind_control -z "$SKIFF_PID" >/dev/null 2>&1

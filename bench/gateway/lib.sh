@@ -557,6 +557,22 @@ skiff_wait_ready() {
     return 1
 }
 
+# skiff_deploy_profiled_routes: on the running Skiff, the two routes the
+# layout tools profile (hot-text.sh, bolt.sh): run.sh's plain Knative route
+# (hello) and policy.sh's VirtualService route (ab.example.com); sets URL
+# once both answer. Dies on failure.
+skiff_deploy_profiled_routes() {
+    skiff_apply "$HERE/hello-ksvc.yaml" || die "$FAIL_REASON"
+    skiff_wait_ready hello || die "$FAIL_REASON"
+    skiff_apply "$HERE/ab-ksvc-v1.yaml" || die "$FAIL_REASON"
+    skiff_wait_ready ab ab-00001 || die "$FAIL_REASON"
+    skiff_apply "$HERE/ab-policy.yaml" || die "$FAIL_REASON"
+    skiff_wait_ready ab ab-00002 || die "$FAIL_REASON"
+    URL=http://127.0.0.1:$SKIFF_GW/
+    check_hello skiff "$URL" "Hello World!" || die "$FAIL_REASON"
+    HOST_HEADER=ab.example.com check_hello skiff-policy "$URL" "Hello v1!" || die "$FAIL_REASON"
+}
+
 # skiff_stop: stop Skiff (it stops its instances), keeping the instance logs.
 skiff_stop() {
     stop_pid "$SKIFF_PID"
