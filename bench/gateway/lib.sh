@@ -306,7 +306,8 @@ med_min_max() {
 # giving every target one run, in an order that rotates from round to round.
 # On a shared machine whose load drifts, interleaving hits every target alike
 # and pairs them up round by round (ROUNDS keeps each throughput run, with
-# the CPU per request of the processes CPU_PIDS[NAME] lists, if any). A row
+# the CPU per request of the processes CPU_PIDS[NAME] lists, if any, and
+# C1_ROUNDS, when set, each c=1 run's p50). A row
 # per target in RESULTS: median rps (and range), median c=1 p50 and p99,
 # median CPU per request. False if a target failed (recorded as failed, with
 # its reason).
@@ -352,6 +353,9 @@ measure() {
                     measure_run c1 "$i" "$n" -t1 -c1 -d"$DURATION" || continue
                     p50s[$n]+="$p50 "
                     p99s[$n]+="$p99 "
+                    if [[ -n ${C1_ROUNDS:-} ]]; then
+                        printf '%s\t%s\t%s\n' "$n" "$i" "$p50" >>"$C1_ROUNDS"
+                    fi
                 fi
             done
         done
