@@ -212,31 +212,30 @@ start_envoy() {
 # ---------------------------------------------------------------------------
 # Summary
 
-# paired_ratios A B: A's rps over B's in each throughput round, in round
-# order ("0.98 1.03 1.01"); empty if they never ran in the same round.
-paired_ratios() {
-    awk -F'\t' -v a="$1" -v b="$2" '
-        { rps[$2 SUBSEP $1] = $3; if ($2 > n) n = $2 }
+# per_round FILE A B OP: target A against target B in each round of FILE
+# (rows: target, round, value), in round order: A's value over B's ("0.98
+# 1.03", OP ratio) or minus B's ("+28 +31", OP diff); empty if they never
+# ran in the same round.
+per_round() {
+    awk -F'\t' -v a="$2" -v b="$3" -v op="$4" '
+        { v[$2 SUBSEP $1] = $3; if ($2 > n) n = $2 }
         END {
-            for (i = 1; i <= n; i++)
-                if ((i SUBSEP a) in rps && (i SUBSEP b) in rps && rps[i SUBSEP b] > 0)
-                    out = out sprintf("%s%.2f", (out == "" ? "" : " "), rps[i SUBSEP a] / rps[i SUBSEP b])
+            for (i = 1; i <= n; i++) {
+                if (!((i SUBSEP a) in v && (i SUBSEP b) in v)) continue
+                x = v[i SUBSEP a]; y = v[i SUBSEP b]
+                if (op == "ratio" && y <= 0) continue
+                r = (op == "ratio") ? sprintf("%.2f", x / y) : sprintf("%+.0f", x - y)
+                out = out (out == "" ? "" : " ") r
+            }
             print out
-        }' "$ROUNDS"
+        }' "$1"
 }
 
-# paired_added A: A's p50 at c=1 minus direct's in each latency round, in
-# round order ("+28 +31 +25"); empty if they never ran in the same round.
-paired_added() {
-    awk -F'\t' -v a="$1" '
-        { p50[$2 SUBSEP $1] = $3; if ($2 > n) n = $2 }
-        END {
-            for (i = 1; i <= n; i++)
-                if ((i SUBSEP a) in p50 && (i SUBSEP "direct") in p50)
-                    out = out sprintf("%s%+.0f", (out == "" ? "" : " "), p50[i SUBSEP a] - p50[i SUBSEP "direct"])
-            print out
-        }' "$C1_ROUNDS"
-}
+# paired_ratios A B: A's rps over B's in each throughput round.
+paired_ratios() { per_round "$ROUNDS" "$1" "$2" ratio; }
+
+# paired_added A: A's p50 at c=1 minus direct's in each latency round.
+paired_added() { per_round "$C1_ROUNDS" "$1" direct diff; }
 
 summary() {
     awk -F'\t' -v runs="$RUNS" -v dur="$DURATION" -v paired="$(paired_ratios skiff nginx)" \
