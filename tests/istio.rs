@@ -21,13 +21,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ----------------------------------------------------------------- helpers
 
-/// A port nobody listens on now (for Gateway servers).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct ports nobody listens on now (for Gateway servers). The
+/// listeners stay bound until all are picked: bound and dropped one at a time,
+/// the kernel may hand the same port out twice.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|l| l.local_addr().unwrap().port())
 }
 
 /// A Knative Service running the hello app answering `Hello {target}!`,
@@ -266,7 +266,7 @@ async fn rules_match_in_order_on_a_gateway_listener() {
     skiff.apply(&manifests::autoscale("shadow", &[], &[]));
     skiff.wait_ready("ksvc", "m");
     skiff.wait_ready("ksvc", "shadow");
-    let port = free_port();
+    let [port] = free_ports();
     let rule = |name: &str, m: &str| {
         format!(
             "  - name: {name}
@@ -1137,7 +1137,7 @@ async fn tls_simple_mutual_sni_redirect_and_reload() {
         write("client.key", &client.1),
     );
     let (stranger_cert, stranger_key) = (write("s.pem", &stranger.0), write("s.key", &stranger.1));
-    let (https, mtls, plain) = (free_port(), free_port(), free_port());
+    let [https, mtls, plain] = free_ports();
     skiff.apply(&format!(
         "{}---
 {}---
