@@ -1,7 +1,7 @@
 //! One instance's supervisor: spawn the process, wait for readiness, watch it,
 //! restart it with backoff when it exits, and stop it gracefully when asked.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -108,8 +108,9 @@ impl Supervisor {
 
     async fn run_once(&self, log: &Arc<LogSink>, restarts: u32) -> Ended {
         let w = self.workload.clone();
-        let port = match free_port() {
-            Ok(p) => p,
+        // Booked until this run ends, so no other instance gets it meanwhile.
+        let lease = match self.inner.ports.lease() {
+            Ok(l) => l,
             Err(e) => {
                 return Ended::Failed(
                     Failure {
@@ -121,6 +122,7 @@ impl Supervisor {
                 );
             }
         };
+        let port = lease.port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         // Skiff's instance environment first, so the container's env wins.
         let mut env: Vec<(String, String)> = self
@@ -402,13 +404,6 @@ fn startup_probe_interval(elapsed: Duration) -> Duration {
     } else {
         Duration::from_millis(100)
     }
-}
-
-/// A port the kernel says is free now (bound and released).
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 /// Resolves when the stop signal satisfies `f` (or its sender is gone). The

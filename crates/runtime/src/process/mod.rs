@@ -3,6 +3,7 @@
 
 mod instance;
 mod logs;
+mod ports;
 mod reap;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,7 @@ pub(crate) struct Inner {
     table: Mutex<Table>,
     state: watch::Sender<Arc<RuntimeState>>,
     shutting_down: AtomicBool,
+    ports: ports::PortBook,
 }
 
 #[derive(Default)]
@@ -93,6 +95,7 @@ impl ProcessRuntime {
                 table: Mutex::new(Table::default()),
                 state,
                 shutting_down: AtomicBool::new(false),
+                ports: ports::PortBook::default(),
             }),
         }
     }
