@@ -28,10 +28,17 @@ pub(crate) struct PortLease<'a> {
 impl PortBook {
     /// A port that is free now and booked by no other instance.
     pub fn lease(&self) -> io::Result<PortLease<'_>> {
-        for _ in 0..ATTEMPTS {
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        self.lease_from(|| {
+            Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
                 .local_addr()?
-                .port();
+                .port())
+        })
+    }
+
+    /// [`Self::lease`] with the ports that `free` offers.
+    fn lease_from(&self, mut free: impl FnMut() -> io::Result<u16>) -> io::Result<PortLease<'_>> {
+        for _ in 0..ATTEMPTS {
+            let port = free()?;
             if self.lock().insert(port) {
                 return Ok(PortLease { book: self, port });
             }
@@ -73,5 +80,21 @@ mod tests {
         assert_eq!(book.lock().len(), 200);
         drop(leases);
         assert!(book.lock().is_empty());
+    }
+
+    #[test]
+    fn a_booked_port_offered_again_is_passed_over() {
+        let book = PortBook::default();
+        let mut offers = [7001, 7001, 7001, 7002].into_iter();
+        let mut next = || Ok(offers.next().unwrap());
+        let first = book.lease_from(&mut next).unwrap();
+        let second = book.lease_from(&mut next).unwrap();
+        assert_eq!((first.port(), second.port()), (7001, 7002));
+        // Released, it may be handed out again.
+        drop(first);
+        assert_eq!(book.lease_from(|| Ok(7001)).unwrap().port(), 7001);
+        // Only booked ports on offer: an error, not a shared port.
+        let err = book.lease_from(|| Ok(7002)).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 }
