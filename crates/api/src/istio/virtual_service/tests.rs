@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn vs(yaml: &str) -> VirtualService {
