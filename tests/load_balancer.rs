@@ -41,6 +41,8 @@ struct Seen {
     connects: AtomicUsize,
     /// Requests sent after the health check started failing.
     after_unhealthy: AtomicUsize,
+    /// Requests sent again after a GOAWAY refused them (HTTP/2).
+    goaway_resends: AtomicUsize,
 }
 
 /// `n` requests in a row from one curl, reusing its connection as long as
@@ -91,6 +93,23 @@ impl tower_service::Service<http::Uri> for ToGateway {
     }
 }
 
+/// Whether hyper's HTTP/2 client refused to send a request because the
+/// connection had just received the server's graceful GOAWAY. hyper fails
+/// such a request instead of sending it on a new connection
+/// (hyperium/hyper#2500). RFC 9113 section 6.8 says a request the GOAWAY
+/// refused was not processed and can be sent again, and gRPC, Go's and
+/// Envoy's clients do resend it. So does this client.
+fn refused_by_goaway(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// The h2c client loop: one pooled HTTP/2 connection at a time, as a
 /// gRPC or Envoy client keeps it.
 async fn h2_loop(gateway: std::net::SocketAddr, unhealthy: Arc<AtomicBool>, seen: Arc<Seen>) {
@@ -105,10 +124,22 @@ async fn h2_loop(gateway: std::net::SocketAddr, unhealthy: Arc<AtomicBool>, seen
         if after && seen.after_unhealthy.load(Ordering::SeqCst) >= 40 {
             return;
         }
-        let req = http::Request::get(format!("http://{HOST}/"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let ok = match client.request(req).await {
+        let request = || {
+            http::Request::get(format!("http://{HOST}/"))
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let mut result = client.request(request()).await;
+        for _ in 0..3 {
+            match &result {
+                Err(e) if refused_by_goaway(e) => {
+                    seen.goaway_resends.fetch_add(1, Ordering::SeqCst);
+                    result = client.request(request()).await;
+                }
+                _ => break,
+            }
+        }
+        let ok = match result {
             Ok(resp) => {
                 let status = resp.status();
                 let body = resp.into_body().collect().await;
@@ -214,7 +245,11 @@ async fn sigterm_drains_behind_a_load_balancer_without_an_error() {
 
     for ((http2, s), before) in seen.iter().zip(connects_before) {
         let (ok, errors) = (s.ok.load(Ordering::SeqCst), s.errors.load(Ordering::SeqCst));
-        assert_eq!(errors, 0, "http2={http2}: {errors} errors, {ok} ok");
+        let resends = s.goaway_resends.load(Ordering::SeqCst);
+        assert_eq!(
+            errors, 0,
+            "http2={http2}: {errors} errors, {ok} ok ({resends} sent again after a GOAWAY)"
+        );
         let after = s.after_unhealthy.load(Ordering::SeqCst);
         assert!(after >= 40);
         let reconnects = s.connects.load(Ordering::SeqCst) - before;
