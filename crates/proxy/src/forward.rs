@@ -205,6 +205,11 @@ fn forwarding(
             let mut last_kind = NotSentKind::Connect;
             for attempt in 0..MAX_ATTEMPTS {
                 if attempt > 0 {
+                    if req.is_none() {
+                        // Refused unprocessed, but its streamed body is gone.
+                        let why = format!("revision {}: {last_error}", backend.revision);
+                        break 'done respond(local_reply::upstream_reset(false, &why));
+                    }
                     conn.gateway.stats().retry();
                 }
                 if let Some(p) = rq.log.as_mut() {
@@ -316,7 +321,7 @@ fn forwarding(
             );
             respond(match last_kind {
                 NotSentKind::Connect => local_reply::connection_failure(true, &why),
-                NotSentKind::Closed => {
+                NotSentKind::Closed | NotSentKind::Refused => {
                     let mut r = local_reply::upstream_reset(false, &why);
                     r.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
                     r

@@ -792,6 +792,7 @@ impl Attempts<'_> {
                         Attempt::NotSent(NotSentKind::Closed, _) => {
                             AttemptOutcome::ResetBeforeRequest
                         }
+                        Attempt::NotSent(NotSentKind::Refused, _) => AttemptOutcome::RefusedStream,
                         Attempt::Reset(_) => AttemptOutcome::ResetAfterRequest,
                         Attempt::Timeout => AttemptOutcome::PerTryTimeout,
                     };
@@ -864,7 +865,7 @@ impl Attempts<'_> {
                     Attempt::NotSent(NotSentKind::Connect, reason) => Err(
                         local_reply::connection_failure(exhausted, &format!("{}: {reason}", who())),
                     ),
-                    Attempt::NotSent(NotSentKind::Closed, reason) => {
+                    Attempt::NotSent(NotSentKind::Closed | NotSentKind::Refused, reason) => {
                         let mut r =
                             local_reply::upstream_reset(false, &format!("{}: {reason}", who()));
                         if exhausted {

@@ -85,7 +85,16 @@ pub struct Endpoint {
     /// only that worker uses it. The lock is never contended. Most recently
     /// used at the back.
     idle: Box<[Mutex<VecDeque<Idle>>]>,
-    h2: Mutex<Option<http2::SendRequest<UpstreamRequestBody>>>,
+    /// The multiplexed connection to an h2c instance.
+    h2: Mutex<Option<H2>>,
+}
+
+/// An HTTP/2 connection to an h2c instance, shared by its requests. `id`
+/// tells it from the one that replaces it.
+#[derive(Clone)]
+struct H2 {
+    id: u64,
+    sender: http2::SendRequest<UpstreamRequestBody>,
 }
 
 /// An HTTP/1.1 connection to the instance, as a lease or the pool holds
@@ -125,6 +134,55 @@ fn replayable(req: &Request<UpstreamRequestBody>) -> Option<Head> {
         .then(|| Head::new(req.method(), req.uri(), req.headers(), None))
 }
 
+/// A copy of `req` to send again after an h2c instance refused its stream
+/// unprocessed: any method may be resent then (RFC 9113 §8.7), if its body
+/// is empty or was buffered.
+fn resendable(req: &Request<UpstreamRequestBody>) -> Option<Head> {
+    let body = match req.body() {
+        UpstreamRequestBody::Buffered(b) => b.clone(),
+        b if http_body::Body::is_end_stream(b) => None,
+        _ => return None,
+    };
+    Some(Head::new(req.method(), req.uri(), req.headers(), body))
+}
+
+/// How the peer refused the stream without processing it, if it did: its
+/// GOAWAY's last stream id is below the stream (h2 reports that, and a
+/// stream it would not open after that GOAWAY, as a remote GOAWAY error; a
+/// stream the peer counted as processed fails otherwise), or it reset the
+/// stream with `REFUSED_STREAM`.
+fn refusal(e: &hyper::Error) -> Option<Refusal> {
+    let h = std::error::Error::source(e)?.downcast_ref::<h2::Error>()?;
+    if !h.is_remote() {
+        return None;
+    }
+    match h.reason()? {
+        reason if h.is_go_away() => Some(Refusal::GoAway(reason)),
+        h2::Reason::REFUSED_STREAM => Some(Refusal::Reset),
+        _ => None,
+    }
+}
+
+enum Refusal {
+    /// A GOAWAY (with its error code) that leaves the stream out.
+    GoAway(h2::Reason),
+    /// `RST_STREAM` with `REFUSED_STREAM`.
+    Reset,
+}
+
+/// hyper's error with its causes: hyper's own message ("http2 error",
+/// "connection error") does not say what happened.
+fn describe(e: &hyper::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 /// Why nothing was written upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotSentKind {
@@ -133,13 +191,19 @@ pub enum NotSentKind {
     /// The connection failed before the request went out (a closed pooled
     /// connection, a failed handshake).
     Closed,
+    /// An h2c instance refused the stream before processing it: a GOAWAY
+    /// whose last stream id is below it, or `REFUSED_STREAM` (RFC 9113
+    /// §8.7). Its body may have gone out, so the request comes back only
+    /// if it had none or a buffered one.
+    Refused,
 }
 
 /// Why a request did not get a response from this endpoint.
 #[derive(Debug)]
 pub enum SendError {
-    /// Nothing was written upstream: retrying the request anywhere is safe
-    /// ([`Endpoint::send`] hands it back).
+    /// The app did not see the request: retrying it anywhere is safe.
+    /// [`Endpoint::send`] hands it back, unless a refused stream took its
+    /// streamed body with it ([`NotSentKind::Refused`]).
     NotSent { reason: String, kind: NotSentKind },
     /// The request was (possibly) written, then the exchange failed before a
     /// response head arrived. `reused`: it went out on a pooled connection
@@ -170,10 +234,10 @@ impl SendError {
         match e.take_message() {
             Some(request) => {
                 *back = Some(request);
-                SendError::not_sent((e.into_error().to_string(), NotSentKind::Closed))
+                SendError::not_sent((describe(&e.into_error()), NotSentKind::Closed))
             }
             None => SendError::Failed {
-                reason: e.into_error().to_string(),
+                reason: describe(&e.into_error()),
                 reused,
             },
         }
@@ -465,12 +529,12 @@ impl Endpoint {
                         Some(r) => *request = Some(r),
                         None => match replay {
                             Some(r) => {
-                                tracing::debug!(endpoint = %self.addr, "pooled connection closed under a request, replaying it: {}", e.into_error());
+                                tracing::debug!(endpoint = %self.addr, "pooled connection closed under a request, replaying it: {}", describe(&e.into_error()));
                                 *request = Some(r.request());
                             }
                             None => {
                                 return Err(SendError::Failed {
-                                    reason: e.into_error().to_string(),
+                                    reason: describe(&e.into_error()),
                                     reused: true,
                                 });
                             }
@@ -531,6 +595,9 @@ impl Endpoint {
         let Some(mut request) = back.take() else {
             return Err(SendError::no_request());
         };
+        // hyper keeps a stream the app refuses (below), so keep a copy to
+        // send again, made before the request is rewritten for HTTP/2.
+        let copy = resendable(&request);
         // HTTP/2 carries scheme and authority in the request line.
         *request.version_mut() = http::Version::HTTP_2;
         let authority = request
@@ -548,39 +615,81 @@ impl Endpoint {
             *request.uri_mut() = uri;
         }
         request.headers_mut().remove(http::header::HOST);
-        let existing = lock(&self.h2).as_ref().filter(|s| !s.is_closed()).cloned();
-        let (mut sender, reused) = match existing {
-            Some(s) => (s, true),
-            None => {
-                let io = match self.connect(opts).await {
-                    Ok(io) => io,
-                    Err(reason) => {
-                        *back = Some(request);
-                        return Err(SendError::not_sent((reason, NotSentKind::Connect)));
-                    }
-                };
-                let (sender, conn) = match http2::Builder::new(TokioExecutor::new())
-                    .handshake(io)
-                    .await
-                {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let reason = format!("h2c handshake with {}: {e}", self.addr);
-                        *back = Some(request);
-                        return Err(SendError::not_sent((reason, NotSentKind::Closed)));
-                    }
-                };
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                *lock(&self.h2) = Some(sender.clone());
-                (sender, false)
-            }
+        let existing = lock(&self.h2)
+            .as_ref()
+            .filter(|c| !c.sender.is_closed())
+            .cloned();
+        let (mut conn, reused) = match existing {
+            Some(c) => (c, true),
+            None => match self.open_h2(opts).await {
+                Ok(c) => (c, false),
+                Err(why) => {
+                    *back = Some(request);
+                    return Err(SendError::not_sent(why));
+                }
+            },
         };
-        sender
-            .try_send_request(request)
+        match conn.sender.try_send_request(request).await {
+            Ok(resp) => Ok(resp),
+            Err(e)
+                if e.message().is_none()
+                    && let Some(how) = refusal(e.error()) =>
+            {
+                let how = match how {
+                    Refusal::GoAway(code) => {
+                        // No new streams on it: the next request opens another.
+                        let mut current = lock(&self.h2);
+                        if current.as_ref().is_some_and(|c| c.id == conn.id) {
+                            *current = None;
+                        }
+                        format!("sent a GOAWAY ({code:?}) that leaves the request's stream out")
+                    }
+                    Refusal::Reset => "reset the request's stream with REFUSED_STREAM".into(),
+                };
+                let reason = format!("{} {how}: the app did not process it", self.addr);
+                let reason = match copy {
+                    Some(head) => {
+                        *back = Some(head.request());
+                        reason
+                    }
+                    None => {
+                        format!("{reason}, but its body was streamed, so it cannot be sent again")
+                    }
+                };
+                Err(SendError::NotSent {
+                    reason,
+                    kind: NotSentKind::Refused,
+                })
+            }
+            Err(e) => Err(SendError::from_try_send(e, reused, back)),
+        }
+    }
+
+    /// A new HTTP/2 connection to this h2c instance, shared from now on.
+    async fn open_h2(&self, opts: &ConnOpts) -> Result<H2, (String, NotSentKind)> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let io = self
+            .connect(opts)
             .await
-            .map_err(|e| SendError::from_try_send(e, reused, back))
+            .map_err(|reason| (reason, NotSentKind::Connect))?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|e| {
+                (
+                    format!("h2c handshake with {}: {}", self.addr, describe(&e)),
+                    NotSentKind::Closed,
+                )
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let conn = H2 {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            sender,
+        };
+        *lock(&self.h2) = Some(conn.clone());
+        Ok(conn)
     }
 
     /// A new HTTP/1.1 connection; the caller spawns its I/O.
@@ -600,7 +709,7 @@ impl Endpoint {
             .map_err(|reason| (reason, NotSentKind::Connect))?;
         http1::Builder::new().handshake(io).await.map_err(|e| {
             (
-                format!("HTTP/1.1 handshake with {}: {e}", self.addr),
+                format!("HTTP/1.1 handshake with {}: {}", self.addr, describe(&e)),
                 NotSentKind::Closed,
             )
         })
@@ -646,97 +755,4 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::activator::Backends;
-    use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    /// An app that answers `Hello` to each request, up to `per_conn` on a
-    /// connection, then closes it a moment later. Counts the connections it
-    /// accepted and those it closed.
-    async fn app(per_conn: usize) -> (SocketAddr, Arc<[AtomicUsize; 2]>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-        let c = counts.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                c[0].fetch_add(1, Ordering::SeqCst);
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    for _ in 0..per_conn {
-                        let mut head = Vec::new();
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nHello";
-                        if s.write_all(reply).await.is_err() {
-                            return;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    drop(s);
-                    c[1].fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        (addr, counts)
-    }
-
-    /// One GET through `ep`'s pool, its body read to the end and its lease
-    /// finished (the connection pooled again).
-    async fn get(ep: &Arc<Endpoint>) -> Vec<u8> {
-        let backend = Backends::default().get("ns/rev");
-        backend.set_endpoints(vec![ep.clone()]);
-        let slot = Slot::new(backend.try_acquire(&[]).unwrap(), backend.clone());
-        let mut req = Some(
-            Request::get("/")
-                .header("host", "app")
-                .body(UpstreamRequestBody::Empty)
-                .unwrap(),
-        );
-        let (resp, lease) = ep
-            .send(&mut req, slot, &ConnOpts::DEFAULT, Instant::now())
-            .await
-            .unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        lease.finish(true);
-        body.to_vec()
-    }
-
-    #[tokio::test]
-    async fn requests_one_after_another_share_a_pooled_connection() {
-        let (addr, counts) = app(usize::MAX).await;
-        let ep = Arc::new(Endpoint::new(addr, "ns/rev".into(), 1, false));
-        for _ in 0..3 {
-            assert_eq!(get(&ep).await, b"Hello");
-        }
-        assert_eq!(counts[0].load(Ordering::SeqCst), 1, "one connection");
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_app_closed_in_the_pool_is_not_used() {
-        let (addr, counts) = app(1).await;
-        let ep = Arc::new(Endpoint::new(addr, "ns/rev".into(), 1, false));
-        assert_eq!(get(&ep).await, b"Hello");
-        // The app closes the pooled connection, and its task sees it.
-        let pooled_closed = || {
-            lock(&ep.idle[worker::index()])
-                .iter()
-                .all(|c| c.conn.sender.is_closed())
-        };
-        while counts[1].load(Ordering::SeqCst) == 0 || !pooled_closed() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(lock(&ep.idle[worker::index()]).len(), 1, "it was pooled");
-        // The next request leaves it and opens a new one.
-        assert_eq!(get(&ep).await, b"Hello");
-        assert_eq!(counts[0].load(Ordering::SeqCst), 2);
-    }
-}
+mod tests;
