@@ -206,9 +206,7 @@ fn forwarding(
             for attempt in 0..MAX_ATTEMPTS {
                 if attempt > 0 {
                     if req.is_none() {
-                        // Refused unprocessed, but its streamed body is gone.
-                        let why = format!("revision {}: {last_error}", backend.revision);
-                        break 'done respond(local_reply::upstream_reset(false, &why));
+                        break 'done refused_with_streamed_body(backend, &last_error);
                     }
                     conn.gateway.stats().retry();
                 }
@@ -426,6 +424,15 @@ fn timed_out(backend: &Backend) -> Response<ProxyBody> {
         backend.revision,
         backend.timeout().as_secs()
     )))
+}
+
+/// An h2c instance refused the request unprocessed, but its streamed body
+/// went with it: it cannot be sent again. Cold, out of the request's poll.
+#[cold]
+#[inline(never)]
+fn refused_with_streamed_body(backend: &Backend, reason: &str) -> Response<ProxyBody> {
+    let why = format!("revision {}: {reason}", backend.revision);
+    respond(local_reply::upstream_reset(false, &why))
 }
 
 /// The activator's own answers: every one says why, and when to retry.

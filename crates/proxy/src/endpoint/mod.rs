@@ -171,7 +171,10 @@ enum Refusal {
 }
 
 /// hyper's error with its causes: hyper's own message ("http2 error",
-/// "connection error") does not say what happened.
+/// "connection error") does not say what happened. Cold: kept out of the
+/// request path's code.
+#[cold]
+#[inline(never)]
 fn describe(e: &hyper::Error) -> String {
     let mut s = e.to_string();
     let mut cause = std::error::Error::source(e);
